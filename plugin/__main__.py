@@ -1,0 +1,5 @@
+"""Allow `python -m plugin`."""
+
+from plugin.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Secret stores. One module per store, all behind the small `Backend` protocol."""

@@ -1,0 +1,154 @@
+"""The placeholder engine: parse -> plan -> fetch -> substitute -> emit.
+
+Renderers (Helm, Kustomize, plain directories, Jinja2) produce `InputStream`s
+of YAML/JSON text; the engine turns them into one output YAML stream in which
+every placeholder is resolved, or raises `PluginError` and produces nothing.
+The backend is created (and logs in) only when some placeholder needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from plugin import manifests
+from plugin.backends.base import Backend, SecretRef
+from plugin.errors import InputError, PluginError
+from plugin.fetch import Results, fetch_all
+from plugin.inputs import InputStream
+from plugin.manifests import Document
+from plugin.substitute import Job, Rules, Site, plan, substitute
+from plugin.yamlutil import dump
+
+log = logging.getLogger(__name__)
+
+BackendFactory = Callable[[], Backend]
+
+__all__ = ["EngineOptions", "InputStream", "Outcome", "ResolutionError", "generate", "resolve"]
+
+
+class ResolutionError(PluginError):
+    """Some placeholders could not be resolved; `sites` lists them in document order."""
+
+    def __init__(self, sites: Sequence[Site]) -> None:
+        self.sites = list(sites)
+        count = len(self.sites)
+        noun = "placeholder" if count == 1 else "placeholders"
+        lines = [f"{count} {noun} could not be resolved:"]
+        lines.extend(f"  {site.message()}" for site in self.sites)
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    rules: Rules = field(default_factory=Rules)
+    #: `time.monotonic()` instant after which reads fail.
+    deadline: float = float("inf")
+    #: Documents that are not Kubernetes objects: skip (directories) or fail (streams).
+    skip_non_manifests: bool = True
+
+
+@dataclass
+class Outcome:
+    """Everything one run found: the documents (resolved in place) and every placeholder site."""
+
+    documents: list[Document]
+    jobs: list[Job]
+    sites: list[Site]
+
+    @property
+    def failures(self) -> list[Site]:
+        return [site for site in self.sites if site.status.failed]
+
+
+def load(streams: Sequence[InputStream], skip_non_manifests: bool) -> list[Document]:
+    """Split and (where needed) parse every stream; all input errors are reported together."""
+    documents: list[Document] = []
+    problems: list[str] = []
+    for stream in streams:
+        try:
+            for raw in manifests.split(stream):
+                document = _load_document(raw, skip_non_manifests)
+                if document is not None:
+                    documents.append(document)
+        except InputError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise InputError("\n".join(problems))
+    return documents
+
+
+def _load_document(raw: manifests.RawDocument, skip_non_manifests: bool) -> Document | None:
+    if not manifests.needs_parsing(raw):
+        return Document(raw, None)
+    content: Any = manifests.parse(raw)
+    if content is None:
+        return None
+    if isinstance(content, dict) and isinstance(content.get("kind"), str) and content["kind"]:
+        return Document(raw, content)
+    if skip_non_manifests:
+        log.debug("%s: not a Kubernetes object (no kind), skipped", raw.where())
+        return None
+    if isinstance(content, dict):
+        raise InputError(f"{raw.where()}: the document has no 'kind', so it is not a manifest")
+    raise InputError(f"{raw.where()}: the document is a {type(content).__name__}, not a manifest")
+
+
+def resolve(
+    documents: list[Document], options: EngineOptions, make_backend: BackendFactory
+) -> Outcome:
+    """Plan all reads, fetch each distinct one once, then substitute in every document."""
+    jobs = [plan(document, options.rules) for document in documents]
+    refs: set[SecretRef] = set().union(*(job.refs for job in jobs)) if jobs else set()
+    results: Results = {}
+    if refs:
+        results = _fetch(refs, options, make_backend)
+    sites: list[Site] = []
+    for job in jobs:
+        sites.extend(substitute(job, results, options.rules))
+    return Outcome(documents, jobs, sites)
+
+
+def _fetch(refs: set[SecretRef], options: EngineOptions, make_backend: BackendFactory) -> Results:
+    started = time.monotonic()
+    backend = make_backend()
+    try:
+        backend.login()
+        log.debug("backend ready in %.3f s", time.monotonic() - started)
+        return fetch_all(backend, refs, options.deadline)
+    finally:
+        backend.close()
+
+
+def emit(outcome: Outcome) -> str:
+    """The output stream: untouched documents byte for byte, changed ones re-serialised."""
+    touched = {id(job.document) for job in outcome.jobs if job.changed}
+    parts: list[str] = []
+    for document in outcome.documents:
+        if document.content is None or id(document) not in touched:
+            text = document.raw.text
+        else:
+            text = dump(document.content)
+        parts.append(text if text.endswith("\n") else text + "\n")
+    return "---\n".join(parts)
+
+
+def generate(
+    streams: Sequence[InputStream], options: EngineOptions, make_backend: BackendFactory
+) -> str:
+    """Resolve every placeholder of `streams`; return the YAML stream or raise."""
+    documents = load(streams, options.skip_non_manifests)
+    outcome = resolve(documents, options, make_backend)
+    if outcome.failures:
+        raise ResolutionError(outcome.failures)
+    return emit(outcome)
+
+
+def summary(outcome: Outcome) -> Mapping[str, int]:
+    counts: dict[str, int] = {}
+    for site in outcome.sites:
+        counts[site.status.value] = counts.get(site.status.value, 0) + 1
+    return counts
