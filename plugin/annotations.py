@@ -54,7 +54,9 @@ def read(manifest: Mapping[str, Any]) -> Annotations:
     raw = metadata.get("annotations") if isinstance(metadata, Mapping) else None
     if not isinstance(raw, Mapping):
         return Annotations()
-    values = {key: _text(raw[key]) for key in raw if isinstance(key, str) and key.startswith(PREFIX)}
+    values = {
+        key: _text(raw[key]) for key in raw if isinstance(key, str) and key.startswith(PREFIX)
+    }
     path = values.get(PATH) if PATH in values else None
     if PATH in values and path is None:
         path = ""

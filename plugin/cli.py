@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Error: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - last line of defence, message withheld
+    except Exception as exc:
         print(f"Error: internal error ({type(exc).__name__}); this is a bug", file=sys.stderr)
         return 1
 

@@ -47,7 +47,7 @@ def fetch_all(backend: Backend, refs: Iterable[SecretRef], deadline: float) -> R
                 outcome = backend.read(ref)
             except BackendError as exc:
                 outcome = exc
-            except Exception as exc:  # noqa: BLE001 - a backend bug must not crash the run
+            except Exception as exc:
                 outcome = BackendError(f"reading {ref.describe()} failed: {type(exc).__name__}")
             with done:
                 results[ref] = outcome
@@ -64,9 +64,7 @@ def fetch_all(backend: Backend, refs: Iterable[SecretRef], deadline: float) -> R
         snapshot = dict(results)
     for ref in pending:
         if ref not in snapshot:
-            snapshot[ref] = BackendError(
-                f"deadline exceeded before {ref.describe()} could be read"
-            )
+            snapshot[ref] = BackendError(f"deadline exceeded before {ref.describe()} could be read")
     log.debug(
         "read %d secret paths with %d workers in %.3f s",
         len(pending),

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from plugin.inputs import InputStream
 from plugin.errors import InputError
+from plugin.inputs import InputStream
 from plugin.yamlutil import has_top_level_kind, load_one
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -191,11 +191,11 @@ def _is_blank(chunk: str) -> bool:
 def needs_parsing(raw: RawDocument) -> bool:
     """False when the document can be copied through untouched.
 
-    That is the case when it has no `<` at all (so no placeholder, and no
-    annotation-driven generic one either), declares a top-level `kind`, and is
-    not a Secret (whose base64 values may hide placeholders).
+    That is the case when it has no `<` at all (so no placeholder), no
+    `avp.kubernetes.io/` annotation to check, declares a top-level `kind`, and
+    is not a Secret (whose base64 values may hide placeholders).
     """
-    if raw.is_json or "<" in raw.text:
+    if raw.is_json or "<" in raw.text or "avp.kubernetes.io/" in raw.text:
         return True
     if not has_top_level_kind(raw.text):
         return True

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -181,7 +182,7 @@ def go_number_text(number: int | float) -> str:
     """Render a number as Go prints a JSON number / float64 (`80`, `1.5`, `1e+21`)."""
     if isinstance(number, int):
         return str(number)
-    if number != number or number in (float("inf"), float("-inf")):
+    if math.isnan(number) or math.isinf(number):
         raise ModifierError("unsupported number value (NaN or infinity)")
     if number.is_integer() and abs(number) < 1e21:
         return str(int(number))

@@ -26,7 +26,7 @@ from plugin.placeholders import Placeholder
 
 FetchResults = Mapping[SecretRef, SecretData | BackendError]
 
-SECRET = "Secret"
+SECRET = "Secret"  # noqa: S105 - a kind name, not a credential
 CONFIG_MAP = "ConfigMap"
 
 
@@ -191,7 +191,7 @@ def _decode_template(value: str, generic: bool) -> str | None:
 # ---------------------------------------------------------------- substitution
 
 
-class _Failure(Exception):
+class _SiteError(Exception):
     def __init__(self, status: Status, detail: str) -> None:
         super().__init__(detail)
         self.status = status
@@ -284,7 +284,9 @@ class _Substitution:
         if not matches:
             return value, False
         where = field_path(path)
-        whole = typed and len(matches) == 1 and matches[0].start == 0 and matches[0].end == len(value)
+        whole = (
+            typed and len(matches) == 1 and matches[0].start == 0 and matches[0].end == len(value)
+        )
         pieces: list[str] = []
         position = 0
         missing = False
@@ -298,7 +300,7 @@ class _Substitution:
                     result = resolved
                 else:
                     pieces.append(self._as_text(resolved, embedded=typed))
-            except _Failure as failure:
+            except _SiteError as failure:
                 status = failure.status
                 missing = missing or status is Status.MISSING_KEY
                 if status is Status.MISSING_KEY and self.notes.remove_missing:
@@ -323,7 +325,7 @@ class _Substitution:
         if embedded and isinstance(resolved, dict | list):
             return json.dumps(resolved, separators=(",", ":"), ensure_ascii=False)
         kind = "a map" if isinstance(resolved, dict) else "a list"
-        raise _Failure(
+        raise _SiteError(
             Status.MODIFIER_ERROR,
             f"resolves to {kind}, but this {self.kind or 'value'} field needs text "
             "(select one field with jsonPath)",
@@ -335,7 +337,7 @@ class _Substitution:
         found = match.placeholder
         if found is None:
             detail = str(match.error) if match.error else "invalid placeholder"
-            raise _Failure(Status.INVALID, detail)
+            raise _SiteError(Status.INVALID, detail)
         value, ref_text = self._lookup(found)
         statements = found.modifiers
         status = Status.OK
@@ -344,7 +346,7 @@ class _Substitution:
                 (i for i, m in enumerate(statements) if m.name == modifiers.DEFAULT), None
             )
             if fallback is None:
-                raise _Failure(Status.MISSING_KEY, f"key {found.key!r} not found at {ref_text}")
+                raise _SiteError(Status.MISSING_KEY, f"key {found.key!r} not found at {ref_text}")
             value = statements[fallback].raw_argument
             statements = statements[fallback + 1 :]
             status = Status.DEFAULTED
@@ -352,7 +354,7 @@ class _Substitution:
             for statement in statements:
                 value = modifiers.apply(statement.name, statement.args, value)
         except ModifierError as exc:
-            raise _Failure(Status.MODIFIER_ERROR, str(exc)) from None
+            raise _SiteError(Status.MODIFIER_ERROR, str(exc)) from None
         if self.kind == CONFIG_MAP and not isinstance(value, str):
             return self._as_text(value, embedded=False), status
         return value, status
@@ -361,28 +363,27 @@ class _Substitution:
         """The raw value of a placeholder's key; None when missing and defaultable."""
         if found.path is not None:
             if not path_allowed(self.rules, found.path):
-                raise _Failure(Status.DENIED, _denied(self.rules, found.path))
+                raise _SiteError(Status.DENIED, _denied(self.rules, found.path))
             ref: SecretRef | None = SecretRef(found.path, found.version, self.notes.kv_version)
         else:
             ref = self.job.annotation_ref
             if ref is None:
                 if self.notes.path:  # set, but refused by AVP_PATH_VALIDATION
-                    raise _Failure(Status.DENIED, _denied(self.rules, self.notes.path))
+                    raise _SiteError(Status.DENIED, _denied(self.rules, self.notes.path))
                 return None, "the empty avp.kubernetes.io/path annotation (nothing to read)"
         assert ref is not None
         data = self.results.get(ref)
         if data is None:
-            raise _Failure(Status.BACKEND_ERROR, f"{ref.describe()} was not read")
+            raise _SiteError(Status.BACKEND_ERROR, f"{ref.describe()} was not read")
         if isinstance(data, MissingPathError):
             if any(m.name == modifiers.DEFAULT for m in found.modifiers):
                 return None, ref.describe()
-            raise _Failure(Status.MISSING_PATH, str(data))
+            raise _SiteError(Status.MISSING_PATH, str(data))
         if isinstance(data, BackendError):
-            raise _Failure(Status.BACKEND_ERROR, str(data))
+            raise _SiteError(Status.BACKEND_ERROR, str(data))
         return data.get(found.key), ref.describe()
 
 
 def substitute(job: Job, results: FetchResults, rules: Rules) -> list[Site]:
     """Resolve every placeholder of a planned document in place; return all its sites."""
     return _Substitution(job, results, rules).run()
-

@@ -45,7 +45,7 @@ def load_one(text: str) -> Any:
 
 
 def load_all(text: str) -> Iterator[Any]:
-    return yaml.load_all(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader subclass
+    return yaml.load_all(text, Loader=Loader)
 
 
 def dump(document: Any) -> str:

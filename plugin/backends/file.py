@@ -43,7 +43,9 @@ class FileBackend:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
-            raise ConfigError(f"cannot read secrets file {path} (from {origin}): {reason}") from None
+            raise ConfigError(
+                f"cannot read secrets file {path} (from {origin}): {reason}"
+            ) from None
         try:
             data = load_one(text)
         except yaml.YAMLError as exc:

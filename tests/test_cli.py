@@ -1,0 +1,123 @@
+"""The command line through a real subprocess: exit codes, all-or-nothing output, check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from plugin import __version__
+from tests.conformance import clean_environment, run_plugin
+
+CANARY = "canary-Zq8vX2"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text(f"app:\n  user: {CANARY}\n  port: 80\n")
+    return clean_environment({"AVP_TYPE": "file", "AVP_FILE_PATH": str(secrets)})
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_version() -> None:
+    run = run_plugin(["version"], clean_environment({}))
+    assert run.code == 0
+    assert run.stdout.strip() == f"plugin {__version__}"
+
+
+def test_usage_error_exit_2() -> None:
+    run = run_plugin(["generate", "--nope"], clean_environment({}))
+    assert run.code == 2
+    assert run.stderr.startswith("Error: ")
+
+
+def test_generate_file(tmp_path: Path, env: dict[str, str]) -> None:
+    path = write(tmp_path, "a.yaml", "kind: X\nspec:\n  u: <path:app#user>\n")
+    run = run_plugin(["generate", str(path)], env)
+    assert run.code == 0, run.stderr
+    assert f"u: {CANARY}" in run.stdout
+
+
+def test_generate_stdin(env: dict[str, str]) -> None:
+    run = run_plugin(["generate", "-"], env, stdin=b"kind: X\nspec:\n  p: <path:app#port>\n")
+    assert run.code == 0
+    assert "p: 80" in run.stdout
+
+
+def test_failure_prints_nothing_and_never_the_secret(tmp_path: Path, env: dict[str, str]) -> None:
+    write(tmp_path, "a.yaml", "kind: X\nmetadata: {name: ok}\nspec:\n  u: <path:app#user>\n")
+    write(
+        tmp_path, "b.yaml", "kind: X\nmetadata: {name: bad}\nspec:\n  u: <path:app#user | nope>\n"
+    )
+    run = run_plugin(["generate", str(tmp_path), "--verbose"], env)
+    assert run.code == 1
+    assert run.stdout == ""
+    assert "b.yaml (document 1, X/bad): spec.u: <path:app#user | nope>" in run.stderr
+    assert CANARY not in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_verbose_sensitive_output_is_accepted_and_hides_values(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    path = write(tmp_path, "a.yaml", "kind: X\nspec:\n  u: <path:app#user>\n")
+    run = run_plugin(["generate", str(path), "--verbose-sensitive-output"], env)
+    assert run.code == 0
+    assert "values are never printed" in run.stderr
+    assert CANARY not in run.stderr
+
+
+def test_missing_backend_configuration_names_the_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.yaml", "kind: X\nspec:\n  u: <path:app#user>\n")
+    run = run_plugin(["generate", str(path)], clean_environment({"AVP_TYPE": "nope"}))
+    assert run.code == 1
+    assert "AVP_TYPE" in run.stderr
+    assert "environment variable AVP_TYPE" in run.stderr
+
+
+def test_argocd_env_wins_over_process_env(tmp_path: Path, env: dict[str, str]) -> None:
+    path = write(tmp_path, "a.yaml", "kind: X\nspec:\n  u: <path:app#user>\n")
+    run = run_plugin(
+        ["generate", str(path)], {**env, "AVP_TYPE": "bogus", "ARGOCD_ENV_AVP_TYPE": "file"}
+    )
+    assert run.code == 0, run.stderr
+
+
+def test_invalid_path_validation_regex(tmp_path: Path, env: dict[str, str]) -> None:
+    path = write(tmp_path, "a.yaml", "kind: X\n")
+    run = run_plugin(["generate", str(path)], {**env, "AVP_PATH_VALIDATION": "(unclosed"})
+    assert run.code == 1
+    assert "AVP_PATH_VALIDATION" in run.stderr
+
+
+def test_check_table_and_json(tmp_path: Path, env: dict[str, str]) -> None:
+    path = write(
+        tmp_path,
+        "a.yaml",
+        "kind: X\nmetadata: {name: n}\nspec:\n  a: <path:app#user>\n  b: <path:app#none>\n"
+        "  c: <path:gone#k>\n",
+    )
+    table = run_plugin(["check", str(path)], env)
+    assert table.code == 1
+    assert CANARY not in table.stdout + table.stderr
+    assert "missing key" in table.stdout
+    assert "missing path" in table.stdout
+    assert "3 placeholders, 1 ok, 2 failed" in table.stdout
+    report = run_plugin(["check", str(path), "--output", "json"], env)
+    data = json.loads(report.stdout)
+    assert [row["status"] for row in data["placeholders"]] == ["ok", "missing key", "missing path"]
+    assert data["failed"] == 2
+
+
+def test_check_success_exit_0(tmp_path: Path, env: dict[str, str]) -> None:
+    path = write(tmp_path, "a.yaml", "kind: X\nspec:\n  a: <path:app#user>\n")
+    run = run_plugin(["check", str(path)], env)
+    assert run.code == 0
+    assert CANARY not in run.stdout
