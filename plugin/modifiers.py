@@ -95,7 +95,7 @@ def base64decode(args: tuple[str, ...], value: Any) -> str:
 
 
 def json_path(args: tuple[str, ...], value: Any) -> str:
-    from plugin import jsonpath  # imported on first use: most renders never need it
+    from plugin.jsonpath import execute  # imported on first use: most renders never need it
 
     if not args:
         raise ModifierError("invalid parameters")
@@ -106,7 +106,7 @@ def json_path(args: tuple[str, ...], value: Any) -> str:
         except json.JSONDecodeError as exc:
             raise ModifierError(f"value is not valid JSON: {exc.msg}") from None
     try:
-        return jsonpath.execute(" ".join(args), data)
+        return execute(" ".join(args), data)
     except JSONPathError as exc:
         raise ModifierError(str(exc)) from None
 

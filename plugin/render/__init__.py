@@ -1,0 +1,1 @@
+"""Templating core: Jinja2 pre-rendering of app directories and values-fragment merging."""
