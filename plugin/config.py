@@ -349,7 +349,7 @@ def read_kubernetes_secret(environ: Mapping[str, str], namespace: str, name: str
     CA under /var/run/secrets/kubernetes.io/serviceaccount (overridable with
     `KUBERNETES_SA_TOKEN_PATH` / `KUBERNETES_SA_CA_PATH` in the process environment).
     """
-    import requests  # noqa: PLC0415 - only needed (and paid for) when a Secret is read
+    import requests  # only needed (and paid for) when a Secret is read
 
     what = f"Kubernetes Secret {namespace}/{name}"
     prefix = f"could not connect to local Kubernetes cluster to read Secret {namespace}/{name}"

@@ -70,8 +70,14 @@ def load(streams: Sequence[InputStream], skip_non_manifests: bool) -> list[Docum
     problems: list[str] = []
     for stream in streams:
         try:
-            for raw in manifests.split(stream):
-                document = _load_document(raw, skip_non_manifests)
+            raws = list(manifests.split(stream))
+            to_parse = [raw for raw in raws if manifests.needs_parsing(raw)]
+            parsed = dict(zip(map(id, to_parse), manifests.parse_many(to_parse), strict=True))
+            for raw in raws:
+                if id(raw) not in parsed:
+                    documents.append(Document(raw, None))
+                    continue
+                document = _checked_document(raw, parsed[id(raw)], skip_non_manifests)
                 if document is not None:
                     documents.append(document)
         except InputError as exc:
@@ -81,10 +87,10 @@ def load(streams: Sequence[InputStream], skip_non_manifests: bool) -> list[Docum
     return documents
 
 
-def _load_document(raw: manifests.RawDocument, skip_non_manifests: bool) -> Document | None:
-    if not manifests.needs_parsing(raw):
-        return Document(raw, None)
-    content: Any = manifests.parse(raw)
+def _checked_document(
+    raw: manifests.RawDocument, content: Any, skip_non_manifests: bool
+) -> Document | None:
+    """Keep Kubernetes objects; skip or refuse anything else."""
     if content is None:
         return None
     if isinstance(content, dict) and isinstance(content.get("kind"), str) and content["kind"]:
@@ -101,7 +107,7 @@ def resolve(
     documents: list[Document], options: EngineOptions, make_backend: BackendFactory
 ) -> Outcome:
     """Plan all reads, fetch each distinct one once, then substitute in every document."""
-    jobs = [plan(document, options.rules) for document in documents]
+    jobs = [plan(document, options.rules) for document in documents if document.content is not None]
     refs: set[SecretRef] = set().union(*(job.refs for job in jobs)) if jobs else set()
     results: Results = {}
     if refs:

@@ -19,15 +19,14 @@ import yaml
 
 from plugin.errors import InputError
 from plugin.inputs import InputStream
-from plugin.yamlutil import has_top_level_kind, load_one
+from plugin.yamlutil import load_all, load_one
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 STDIN_NAME = "<stdin>"
 
-# A line that starts a new YAML document: `---` then nothing, spaces, or a comment.
-_SEPARATOR = re.compile(r"^---(?=[ \t\r]|$)([^\n]*)\n?", re.MULTILINE)
-_COMMENT_OR_BLANK = re.compile(r"^[ \t]*(#[^\n]*)?$")
-_SECRET_KIND = re.compile(r"""^kind:[ \t]*["']?Secret["']?[ \t]*(#.*)?$""", re.MULTILINE)
+# `kind:` at column 0 and its value (block-style YAML only; anything else is parsed).
+_TOP_LEVEL_KIND = re.compile(r"^kind:[ \t]*([^ \t\r\n#]+)", re.MULTILINE)
+_SECRET_SPELLINGS = frozenset({"Secret", '"Secret"', "'Secret'"})
 
 
 @dataclass(frozen=True)
@@ -145,12 +144,15 @@ def split(stream: InputStream) -> Iterator[RawDocument]:
 def _split_json(name: str, text: str) -> Iterator[RawDocument]:
     decoder = json.JSONDecoder()
     position, index = 0, 0
+    counted_to, lines_before = 0, 0
     while True:
         while position < len(text) and text[position].isspace():
             position += 1
         if position >= len(text):
             return
-        start_line = text.count("\n", 0, position) + 1
+        lines_before += text.count("\n", counted_to, position)
+        counted_to = position
+        start_line = lines_before + 1
         try:
             _, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as exc:
@@ -163,29 +165,36 @@ def _split_json(name: str, text: str) -> Iterator[RawDocument]:
 
 
 def _split_yaml(name: str, text: str) -> Iterator[RawDocument]:
+    """Split on lines starting with `---`; linear, with C-level string operations."""
     index = 0
-    start, start_line = 0, 1
-    for separator in _SEPARATOR.finditer(text):
-        chunk = text[start : separator.start()]
-        if not _is_blank(chunk):
-            index += 1
-            yield RawDocument(name, index, start_line, chunk, is_json=False)
-        start_line = text.count("\n", 0, separator.end()) + 1
-        rest = separator.group(1)
-        if rest.strip() and not rest.lstrip().startswith("#"):
-            # Content on the separator line (`--- {a: 1}`): keep it, aligned.
-            start = separator.start() + 3
-            start_line -= 1
+    pieces = ("\n" + text).split("\n---")
+    chunk, chunk_line = pieces[0][1:], 1
+    separator_line = 1 + pieces[0].count("\n")
+    for piece in pieces[1:]:
+        head, _, body = piece.partition("\n")
+        if head and head[0] not in " \t\r#":
+            # `----` or `---x`: not a separator; it belongs to the current document.
+            chunk += "\n---" + piece
         else:
-            start = separator.end()
-    chunk = text[start:]
-    if not _is_blank(chunk):
+            if _has_content(chunk):
+                index += 1
+                yield RawDocument(name, index, chunk_line, chunk, is_json=False)
+            if head.strip() and not head.lstrip().startswith("#"):
+                chunk, chunk_line = "   " + piece, separator_line  # `--- {a: 1}`
+            else:
+                chunk, chunk_line = body, separator_line + 1
+        separator_line += piece.count("\n") + 1
+    if _has_content(chunk):
         index += 1
-        yield RawDocument(name, index, start_line, chunk, is_json=False)
+        yield RawDocument(name, index, chunk_line, chunk, is_json=False)
 
 
-def _is_blank(chunk: str) -> bool:
-    return all(_COMMENT_OR_BLANK.match(line) for line in chunk.split("\n"))
+_CONTENT_LINE = re.compile(r"^[ \t]*[^ \t#\n\r]", re.MULTILINE)
+
+
+def _has_content(chunk: str) -> bool:
+    """True unless every line is blank or a comment."""
+    return _CONTENT_LINE.search(chunk) is not None
 
 
 def needs_parsing(raw: RawDocument) -> bool:
@@ -195,11 +204,28 @@ def needs_parsing(raw: RawDocument) -> bool:
     `avp.kubernetes.io/` annotation to check, declares a top-level `kind`, and
     is not a Secret (whose base64 values may hide placeholders).
     """
-    if raw.is_json or "<" in raw.text or "avp.kubernetes.io/" in raw.text:
+    text = raw.text
+    if raw.is_json or "<" in text or "avp.kubernetes.io/" in text:
         return True
-    if not has_top_level_kind(raw.text):
-        return True
-    return _SECRET_KIND.search(raw.text) is not None
+    kind = _TOP_LEVEL_KIND.search(text)
+    return kind is None or kind.group(1) in _SECRET_SPELLINGS
+
+
+def parse_many(raws: list[RawDocument]) -> list[Any]:
+    """Parse many YAML documents with one libyaml run (much cheaper than one run each).
+
+    When anything goes wrong, each document is parsed on its own so that the
+    error names the right file, document and line.
+    """
+    if len(raws) < 2 or any(raw.is_json for raw in raws):
+        return [parse(raw) for raw in raws]
+    try:
+        parsed = list(load_all("\n---\n".join(raw.text for raw in raws)))
+    except (yaml.YAMLError, RecursionError):
+        parsed = []
+    if len(parsed) != len(raws):
+        return [parse(raw) for raw in raws]
+    return parsed
 
 
 def parse(raw: RawDocument) -> Any:

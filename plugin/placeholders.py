@@ -8,6 +8,7 @@ or not (only `<path:P#K[#V]>`).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,12 +79,17 @@ def find(text: str, generic_enabled: bool) -> Iterator[Match]:
         return
     for found in pattern_for(generic_enabled).finditer(text):
         written = found.group(0)
-        try:
-            parsed: Placeholder | None = parse(written)
-            error: PlaceholderError | None = None
-        except PlaceholderError as exc:
-            parsed, error = None, exc
+        parsed, error = _parse_cached(written)
         yield Match(found.start(), found.end(), written, parsed, error)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_cached(written: str) -> tuple[Placeholder | None, PlaceholderError | None]:
+    """Big renders repeat the same placeholder text many times; parse each once."""
+    try:
+        return parse(written), None
+    except PlaceholderError as exc:
+        return None, exc
 
 
 def parse(written: str) -> Placeholder:

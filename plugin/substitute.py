@@ -10,6 +10,7 @@ Values are never re-scanned, so a secret that contains `<path:…>` stays as is.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -88,15 +89,20 @@ class Job:
 
 def field_path(path: tuple[str | int, ...]) -> str:
     """`spec.containers[0].image`; keys that are not simple names are bracket-quoted."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", part):
-            out += f".{part}" if out else part
-        else:
-            out += f"[{json.dumps(part)}]"
-    return out
+    out = "".join(_segment(part) for part in path)
+    return out[1:] if out.startswith(".") else out
+
+
+@functools.lru_cache(maxsize=4096)
+def _segment(part: str | int) -> str:
+    if isinstance(part, int):
+        return f"[{part}]"
+    if _SIMPLE_KEY.fullmatch(part):
+        return f".{part}"
+    return f"[{json.dumps(part)}]"
+
+
+_SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 def path_allowed(rules: Rules, path: str) -> bool:
@@ -207,8 +213,10 @@ class _Substitution:
         self.rules = rules
         self.notes = job.annotations
         self.kind = job.document.kind
-        self.where = job.document.where()
         self.sites: list[Site] = []
+
+    def where(self) -> str:
+        return self.job.document.where()
 
     # -- walking
 
@@ -305,10 +313,10 @@ class _Substitution:
                 missing = missing or status is Status.MISSING_KEY
                 if status is Status.MISSING_KEY and self.notes.remove_missing:
                     status = Status.REMOVED
-                self.sites.append(Site(self.where, where, match.text, status, failure.detail))
+                self.sites.append(Site(self.where(), where, match.text, status, failure.detail))
                 pieces.append(match.text)
                 continue
-            self.sites.append(Site(self.where, where, match.text, status))
+            self.sites.append(Site(self.where(), where, match.text, status))
         if whole:
             return result, missing
         pieces.append(value[position:])

@@ -7,7 +7,6 @@ writes multi-line strings as literal blocks and never emits Python tags.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,11 +58,3 @@ def dump(document: Any) -> str:
         width=1_000_000,
     )
     return text
-
-
-_TOP_LEVEL_KIND = re.compile(r"^kind:[ \t]*\S", re.MULTILINE)
-
-
-def has_top_level_kind(text: str) -> bool:
-    """True when a block-style YAML document declares `kind:` at column 0."""
-    return _TOP_LEVEL_KIND.search(text) is not None

@@ -18,7 +18,7 @@ def split(text: str) -> list[manifests.RawDocument]:
 
 def test_split_skips_empty_and_comment_only_documents() -> None:
     docs = split("---\n# only a comment\n---\n\n---\nkind: A\n--- # trailing comment\nkind: B\n")
-    assert [d.text for d in docs] == ["kind: A\n", "kind: B\n"]
+    assert [d.text.rstrip("\n") for d in docs] == ["kind: A", "kind: B"]
     assert [d.index for d in docs] == [1, 2]
     assert [d.line for d in docs] == [6, 8]
 

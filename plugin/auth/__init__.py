@@ -1,0 +1,1 @@
+"""Authentication to secret stores (one sub-package per store)."""
