@@ -16,7 +16,7 @@ from typing import Any
 
 from plugin import manifests
 from plugin.backends.base import Backend, SecretRef
-from plugin.errors import InputError, PluginError
+from plugin.errors import BackendError, InputError, PluginError
 from plugin.fetch import Results, fetch_all
 from plugin.inputs import InputStream
 from plugin.manifests import Document
@@ -49,6 +49,8 @@ class EngineOptions:
     deadline: float = float("inf")
     #: Documents that are not Kubernetes objects: skip (directories) or fail (streams).
     skip_non_manifests: bool = True
+    #: Ask the backend why a read was refused (`plugin check`).
+    explain_denials: bool = False
 
 
 @dataclass
@@ -122,11 +124,30 @@ def _fetch(refs: set[SecretRef], options: EngineOptions, make_backend: BackendFa
     started = time.monotonic()
     backend = make_backend()
     try:
+        set_deadline = getattr(backend, "set_deadline", None)
+        if callable(set_deadline):
+            set_deadline(options.deadline)  # bounds the login too, not only the reads
         backend.login()
         log.debug("backend ready in %.3f s", time.monotonic() - started)
-        return fetch_all(backend, refs, options.deadline)
+        results = fetch_all(backend, refs, options.deadline)
+        if options.explain_denials:
+            _explain_denials(backend, results)
+        return results
     finally:
         backend.close()
+
+
+def _explain_denials(backend: Backend, results: Results) -> None:
+    """For `plugin check`: add what the identity may do where a read was refused."""
+    describe = getattr(backend, "describe_access", None)
+    if not callable(describe):
+        return
+    for ref, result in list(results.items()):
+        if isinstance(result, BackendError) and "permission denied" in str(result):
+            try:
+                results[ref] = BackendError(f"{result}; {describe(ref)}")
+            except BackendError as exc:
+                log.debug("could not check capabilities: %s", exc)
 
 
 def emit(outcome: Outcome) -> str:

@@ -88,8 +88,13 @@ def strict_equal(left: Any, right: Any) -> bool:
     return type(left) is type(right) and left == right
 
 
-def check_case(case: dict[str, Any], backend_env: dict[str, str]) -> None:
-    """Run one case through the real CLI and assert everything the pack expects."""
+def check_case(
+    case: dict[str, Any], backend_env: dict[str, str], never_printed: tuple[str, ...] = ()
+) -> None:
+    """Run one case through the real CLI and assert everything the pack expects.
+
+    `never_printed`: credentials that must appear in neither stream.
+    """
     pack = require_pack()
     source = pack / case["input"]
     env = clean_environment({**backend_env, **{k: str(v) for k, v in case["env"].items()}})
@@ -99,6 +104,8 @@ def check_case(case: dict[str, Any], backend_env: dict[str, str]) -> None:
         run = run_plugin(["generate", str(source)], env)
     expect = case["expect"]
     assert "Traceback" not in run.stderr, run.stderr
+    for credential in never_printed:
+        assert credential not in run.stdout + run.stderr
     if expect["exit"] == 0:
         assert run.code == 0, f"exit {run.code}: {run.stderr}"
     elif expect["exit"] == "nonzero":
