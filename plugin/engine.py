@@ -8,9 +8,10 @@ The backend is created (and logs in) only when some placeholder needs it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,15 +110,29 @@ def resolve(
     documents: list[Document], options: EngineOptions, make_backend: BackendFactory
 ) -> Outcome:
     """Plan all reads, fetch each distinct one once, then substitute in every document."""
-    jobs = [plan(document, options.rules) for document in documents if document.content is not None]
+    jobs: list[Job] = []
+    for document in documents:
+        if document.content is not None:
+            with _depth_guard(document):
+                jobs.append(plan(document, options.rules))
     refs: set[SecretRef] = set().union(*(job.refs for job in jobs)) if jobs else set()
     results: Results = {}
     if refs:
         results = _fetch(refs, options, make_backend)
     sites: list[Site] = []
     for job in jobs:
-        sites.extend(substitute(job, results, options.rules))
+        with _depth_guard(job.document):
+            sites.extend(substitute(job, results, options.rules))
     return Outcome(documents, jobs, sites)
+
+
+@contextlib.contextmanager
+def _depth_guard(document: Document) -> Iterator[None]:
+    """Deeply nested block YAML parses fine but exhausts Python's recursion: report it."""
+    try:
+        yield
+    except RecursionError:
+        raise InputError(f"{document.where()}: the document is nested too deeply") from None
 
 
 def _fetch(refs: set[SecretRef], options: EngineOptions, make_backend: BackendFactory) -> Results:
@@ -158,7 +173,8 @@ def emit(outcome: Outcome) -> str:
         if document.content is None or id(document) not in touched:
             text = document.raw.text
         else:
-            text = dump(document.content)
+            with _depth_guard(document):
+                text = dump(document.content)
         parts.append(text if text.endswith("\n") else text + "\n")
     return "---\n".join(parts)
 

@@ -211,12 +211,32 @@ def needs_parsing(raw: RawDocument) -> bool:
     return kind is None or kind.group(1) in _SECRET_SPELLINGS
 
 
+MAX_FLOW_DEPTH = 256
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def check_nesting(raw: RawDocument) -> None:
+    """Refuse flow collections nested absurdly deep: libyaml would overflow the C stack."""
+    text = raw.text
+    if text.count("[") + text.count("{") <= MAX_FLOW_DEPTH:
+        return
+    depth = 0
+    for bracket in _BRACKETS.finditer(text):
+        depth = depth + 1 if bracket.group() in "[{" else max(depth - 1, 0)
+        if depth > MAX_FLOW_DEPTH:
+            raise InputError(
+                f"{raw.where()}: collections nested deeper than {MAX_FLOW_DEPTH} levels"
+            )
+
+
 def parse_many(raws: list[RawDocument]) -> list[Any]:
     """Parse many YAML documents with one libyaml run (much cheaper than one run each).
 
     When anything goes wrong, each document is parsed on its own so that the
     error names the right file, document and line.
     """
+    for raw in raws:
+        check_nesting(raw)
     if len(raws) < 2 or any(raw.is_json for raw in raws):
         return [parse(raw) for raw in raws]
     try:
@@ -230,6 +250,7 @@ def parse_many(raws: list[RawDocument]) -> list[Any]:
 
 def parse(raw: RawDocument) -> Any:
     """Parse one document's text; errors name the file, document and line."""
+    check_nesting(raw)
     try:
         if raw.is_json:
             return json.loads(raw.text)

@@ -165,8 +165,13 @@ def plan(document: Document, rules: Rules) -> Job:
 def _texts(node: Any, is_secret: bool, notes: ann.Annotations) -> Iterator[str]:
     """Every string the substitution pass will look at (decoded form for Secret base64)."""
     stack = [node]
+    seen: set[int] = set()  # YAML aliases share objects: visit each once (alias bombs)
     while stack:
         current = stack.pop()
+        if isinstance(current, dict | list):
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
         if isinstance(current, dict):
             if notes.replace_keys:
                 yield from (key for key in current if isinstance(key, str))
@@ -214,6 +219,7 @@ class _Substitution:
         self.notes = job.annotations
         self.kind = job.document.kind
         self.sites: list[Site] = []
+        self.seen: set[int] = set()  # aliased containers are substituted once
 
     def where(self) -> str:
         return self.job.document.where()
@@ -229,6 +235,9 @@ class _Substitution:
         return self.sites
 
     def _walk_map(self, node: dict[Any, Any], path: tuple[str | int, ...]) -> None:
+        if id(node) in self.seen:
+            return
+        self.seen.add(id(node))
         if self.notes.replace_keys and any(
             isinstance(key, str) and placeholders.may_contain_placeholder(key) for key in node
         ):
@@ -250,6 +259,9 @@ class _Substitution:
             del node[key]
 
     def _walk_list(self, node: list[Any], path: tuple[str | int, ...]) -> None:
+        if id(node) in self.seen:
+            return
+        self.seen.add(id(node))
         removals: list[int] = []
         for index, value in enumerate(node):
             child = (*path, index)

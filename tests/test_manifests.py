@@ -119,3 +119,17 @@ def test_unreadable_files_are_all_reported(tmp_path: Path) -> None:
 def test_timestamps_stay_strings() -> None:
     [doc] = split("kind: A\nwhen: 2024-01-01\n<x>: 1\n")
     assert manifests.parse(doc)["when"] == "2024-01-01"
+
+
+def test_flow_nesting_bomb_is_refused_before_libyaml_sees_it() -> None:
+    deep = "kind: X\nspec: " + "[" * 100_000 + '"<k>"' + "]" * 100_000 + "\n"
+    [raw] = split(deep)
+    with pytest.raises(InputError, match="nested deeper than 256 levels"):
+        manifests.parse_many([raw])
+
+
+def test_deep_block_nesting_is_a_clean_error() -> None:
+    lines = ["kind: X", "spec:"] + ["  " * i + "k:" for i in range(1, 1500)]
+    [raw] = split("\n".join(lines) + "\n" + "  " * 1500 + "v: <k>\n")
+    with pytest.raises(InputError, match="nesting depth"):
+        manifests.parse(raw)

@@ -274,3 +274,12 @@ def test_check_outcome_lists_every_site() -> None:
 )
 def test_field_path(path: tuple[str | int, ...], text: str) -> None:
     assert field_path(path) == text
+
+
+def test_alias_bomb_is_walked_once_per_shared_node() -> None:
+    levels = ['a: &a ["<path:kv/data/app#user>", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    [doc] = render("kind: X\n" + "\n".join(levels) + "\n")
+    assert doc["a"][0] == "alice"
+    assert doc["i"][0][0][0][0][0][0][0][0][0] == "alice"
