@@ -1,0 +1,335 @@
+"""Render an application directory: [Jinja2] -> detect -> Helm | Kustomize | plain -> streams.
+
+The user's tree is never modified: Helm charts (which get dependencies added to `charts/`)
+and directories with `*.j2` files are rendered in a private temporary copy, removed at the
+end together with the per-render Helm home and any resolved values file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plugin.argocd import AppRequest
+from plugin.errors import RenderError
+from plugin.inputs import InputStream
+from plugin.render import dependencies, detect, helm, kustomize, plain
+from plugin.render.run import Deadline, Redactor, child_environment, run
+from plugin.render.values_secrets import SharedReads
+from plugin.yamlutil import dump, load_one
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RenderResult:
+    """The renderer's output for the engine."""
+
+    streams: list[InputStream]
+    source_type: str
+    #: Documents without `kind` are errors (renderer output) rather than skipped (plain dirs).
+    strict: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    fetched: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RenderContext:
+    request: AppRequest
+    #: The sidecar's own environment (tools, caches, operator credentials).
+    environ: Mapping[str, str]
+    deadline: Deadline
+    redactor: Redactor = field(default_factory=Redactor)
+    #: Set when RESOLVE_VALUES is on: phase one of the secrets.
+    reads: SharedReads | None = None
+
+
+def helm_binary(environ: Mapping[str, str]) -> str:
+    configured = environ.get("HELM_BIN", "").strip()
+    found = shutil.which(configured or "helm", path=None if configured else environ.get("PATH"))
+    if found is None:
+        if configured:
+            raise RenderError(f"HELM_BIN={configured} is not an executable program")
+        raise RenderError("helm was not found on PATH (install it or set HELM_BIN)")
+    return found
+
+
+def helm_home_env(home: Path) -> dict[str, str]:
+    """A private Helm home for one render: concurrent renders share no mutable Helm state.
+
+    The directories are not created: Helm makes them when it writes something (which
+    `helm template` does not), and every directory costs time to remove.
+    """
+    env: dict[str, str] = {"HOME": str(home)}
+    for part in ("cache", "config", "data"):
+        path = home / part
+        env[f"HELM_{part.upper()}_HOME"] = str(path)
+        env[f"XDG_{part.upper()}_HOME"] = str(path)
+    env["HELM_REPOSITORY_CONFIG"] = str(home / "config" / "repositories.yaml")
+    env["HELM_REPOSITORY_CACHE"] = str(home / "cache" / "repository")
+    env["HELM_REGISTRY_CONFIG"] = str(home / "config" / "registry" / "config.json")
+    env["HELM_PLUGINS"] = str(home / "plugins")
+    return env
+
+
+def render(app_dir: Path, ctx: RenderContext) -> RenderResult:
+    """Render `app_dir` into streams for the engine; RenderError/ConfigError on failure."""
+    app_dir = Path(os.path.abspath(app_dir))
+    if not app_dir.is_dir():
+        raise RenderError(f"application directory {app_dir} does not exist")
+    request = ctx.request
+    repo_root = helm.find_repo_root(app_dir, request.source_path)
+    templated = detect.has_templates(app_dir)
+    kind = detect.detect(app_dir, request.source_type)
+    if kind == detect.DIRECTORY and not templated:
+        streams = plain.read_directory(app_dir)
+        return RenderResult(streams, kind, strict=False)
+    if kind == detect.KUSTOMIZE and not templated and not kustomize.enable_helm(ctx.environ):
+        with tempfile.TemporaryDirectory(prefix="plugin-render-") as kustomize_scratch:
+            return _kustomize(app_dir, Path(kustomize_scratch), ctx)
+    with tempfile.TemporaryDirectory(prefix="plugin-render-") as scratch_name:
+        scratch = Path(scratch_name)
+        started = time.monotonic()
+        if kind == detect.KUSTOMIZE:
+            # Relative references (`../base`) must keep working: copy the whole repository.
+            # (Also with --enable-helm, which writes the charts it pulls next to the
+            # kustomization.)
+            work_root = scratch / "repo"
+            dependencies.copy_tree(repo_root, work_root, repo_root)
+            work = work_root / os.path.relpath(app_dir, repo_root)
+        else:
+            work = scratch / "app"
+            dependencies.copy_tree(app_dir, work, repo_root)
+        timings = {"copy": time.monotonic() - started}
+        merged_values: Path | None = None
+        if templated:
+            merged_values = _templating(app_dir, work, repo_root, ctx)
+            kind = detect.detect(work, request.source_type)
+        if kind == detect.DIRECTORY:
+            return RenderResult(plain.read_directory(work), kind, strict=False, timings=timings)
+        if kind == detect.KUSTOMIZE:
+            return _kustomize(work, scratch, ctx)
+        return _helm(
+            app_dir=app_dir,
+            work=work,
+            repo_root=repo_root,
+            scratch=scratch,
+            merged_values=merged_values,
+            ctx=ctx,
+            timings=timings,
+        )
+
+
+def _templating(app_dir: Path, work: Path, repo_root: Path, ctx: RenderContext) -> Path | None:
+    from plugin.render import templating
+
+    started = time.monotonic()
+    ctx.deadline.check("Jinja2 templating")
+    context = templating.build_context(
+        repo_root, app_dir, list(ctx.request.context_files), _template_environ(ctx)
+    )
+    report = templating.render_app_dir(work, context, root=work)
+    for warning in report.warnings:
+        log.warning("%s", warning)
+    took = time.monotonic() - started
+    log.debug("Jinja2 rendered %d files in %.3f s", len(report.rendered), took)
+    ctx.deadline.check("Jinja2 templating")
+    return report.merged_values_file
+
+
+def _template_environ(ctx: RenderContext) -> dict[str, str]:
+    """Argo CD's variables and the application settings, as the templating stage reads them."""
+    env = {k: v for k, v in ctx.environ.items() if k.startswith(("ARGOCD_APP_", "ARGOCD_ENV_"))}
+    for key in ("KUBE_VERSION", "KUBE_API_VERSIONS"):
+        if key in ctx.environ:
+            env[key] = ctx.environ[key]
+    return env
+
+
+# ---------------------------------------------------------------------------------- kustomize
+
+
+def _kustomize(app_dir: Path, scratch: Path, ctx: RenderContext) -> RenderResult:
+    base = kustomize.kustomize_base_command(ctx.environ)
+    with_helm = kustomize.enable_helm(ctx.environ)
+    helm_bin = helm_binary(ctx.environ) if with_helm else ""
+    env = child_environment(ctx.environ, helm_home_env(scratch / "home"))
+    argv = kustomize.kustomize_command(base, Path("."), with_helm, helm_bin)
+    done = run(
+        argv,
+        stage="kustomize build",
+        cwd=app_dir,
+        env=env,
+        deadline=ctx.deadline,
+        redactor=ctx.redactor,
+    )
+    text = done.stdout.decode("utf-8", "replace")
+    return RenderResult(
+        [InputStream("kustomize build", text)],
+        detect.KUSTOMIZE,
+        strict=True,
+        timings={"kustomize": done.seconds},
+    )
+
+
+# ---------------------------------------------------------------------------------- helm
+
+
+def _helm(
+    *,
+    app_dir: Path,
+    work: Path,
+    repo_root: Path,
+    scratch: Path,
+    merged_values: Path | None,
+    ctx: RenderContext,
+    timings: dict[str, float],
+) -> RenderResult:
+    request = ctx.request
+    helm_bin = helm_binary(ctx.environ)
+    args = helm.parse_helm_args(request.helm_args)
+    build_env = request.environment
+    env = child_environment(ctx.environ, helm_home_env(scratch / "home"))
+
+    # Values, in order: Jinja2-merged values, values files, HELM_ARGS -f, inline values.
+    values: list[Path] = []
+    if merged_values is not None:
+        values.append(merged_values)
+    names = [*request.values_files, *args.values_files]
+    values += helm.resolve_values_files(names, app_dir, repo_root, build_env, work)
+    inline_dir = scratch / "inline"
+    inline_data: list[tuple[str, dict[str, Any]]] = []
+    for item in request.inline_values:
+        inline_data.append((item.origin, helm.load_inline_values(item.text, item.origin)))
+
+    # Dependencies, into the private copy.
+    started = time.monotonic()
+    cache = dependencies.ChartCache.from_environ(ctx.environ)
+    dep_ctx = dependencies.DependencyContext(
+        cache=cache,
+        repositories=dependencies.load_repositories(ctx.environ),
+        helm=helm_bin,
+        helm_env=env,
+        scratch=scratch,
+        repo_root=repo_root,
+        deadline=ctx.deadline,
+        redactor=ctx.redactor,
+    )
+    added = dependencies.ensure_dependencies(work, app_dir, dep_ctx)
+    timings["dependencies"] = time.monotonic() - started
+    if added:
+        log.debug("dependencies added to charts/: %s", ", ".join(added))
+
+    if ctx.reads is not None:
+        values, inline_data = _resolve_values_phase(work, values, inline_data, scratch, ctx)
+    for number, (_origin, data) in enumerate(inline_data):
+        inline_dir.mkdir(mode=0o700, exist_ok=True)
+        path = inline_dir / f"inline-{number}.yaml"
+        _write_private(path, dump(data) if data else "{}\n")
+        values.append(path)
+
+    sets: list[tuple[str, str]] = helm.parameter_sets(request.helm_parameters, build_env)
+    sets += args.sets
+    sets += helm.resolve_set_files(args.set_files, app_dir, repo_root)
+    include_crds = not request.skip_crds
+    if args.include_crds is not None:
+        include_crds = args.include_crds
+    inputs = helm.TemplateInputs(
+        release_name=request.release_name,
+        namespace=request.namespace,
+        kube_version=args.kube_version or request.kube_version,
+        sets=sets,
+        values_files=[str(path) for path in values],
+        api_versions=helm.dedupe([*request.api_versions, *args.api_versions]),
+        include_crds=include_crds,
+        skip_tests=request.skip_tests or args.skip_tests,
+    )
+    argv = helm.template_command(helm_bin, inputs)
+    done = run(
+        argv,
+        stage="helm template",
+        cwd=work,
+        env=env,
+        deadline=ctx.deadline,
+        redactor=ctx.redactor,
+    )
+    timings["helm template"] = done.seconds
+    text = done.stdout.decode("utf-8", "replace")
+    return RenderResult(
+        [InputStream("helm template", text)],
+        detect.HELM,
+        strict=True,
+        timings=timings,
+        fetched=list(cache.fetched),
+    )
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _resolve_values_phase(
+    work: Path,
+    values: list[Path],
+    inline: list[tuple[str, dict[str, Any]]],
+    scratch: Path,
+    ctx: RenderContext,
+) -> tuple[list[Path], list[tuple[str, dict[str, Any]]]]:
+    """Phase one: resolve placeholders in the chart's values.yaml (in the private copy), in
+    every values file (resolved copies, mode 0600, in the scratch dir) and in inline values."""
+    assert ctx.reads is not None
+    ctx.deadline.check("resolving secrets in values")
+    targets: list[tuple[str, Path]] = []
+    chart_values = work / "values.yaml"
+    candidates = [("values.yaml", chart_values), *((p.name, p) for p in values)]
+    loaded: list[tuple[str, dict[str, Any]]] = []
+    for name, path in candidates:
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8")
+        if "<" not in text:
+            continue
+        data = _load_values_file(text, name)
+        if data is None:
+            continue
+        targets.append((name, path))
+        loaded.append((name, data))
+    resolved = ctx.reads.resolve_values([*loaded, *inline])
+    ctx.redactor.add(ctx.reads.secret_strings())
+    out_dir = scratch / "resolved"
+    out_dir.mkdir(mode=0o700, exist_ok=True)
+    replaced: dict[Path, Path] = {}
+    for number, ((_name, path), data) in enumerate(zip(targets, resolved, strict=False)):
+        if path == chart_values:
+            _write_private(path, dump(data))
+            continue
+        target = out_dir / f"values-{number}.yaml"
+        _write_private(target, dump(data))
+        replaced[path] = target
+    new_inline = [
+        (origin, data) for (origin, _), data in zip(inline, resolved[len(targets) :], strict=True)
+    ]
+    return [replaced.get(path, path) for path in values], new_inline
+
+
+def _load_values_file(text: str, name: str) -> dict[str, Any] | None:
+    import yaml
+
+    try:
+        data = load_one(text)
+    except yaml.YAMLError:
+        raise RenderError(f"values file {name} is not valid YAML") from None
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise RenderError(f"values file {name} must hold a YAML mapping")
+    return data

@@ -1,0 +1,17 @@
+"""A plain directory of manifests: every .yaml/.yml/.json file, recursively, in name order.
+
+Files that hold no Kubernetes object (a stray values.yaml, notes) are skipped by the engine
+(`skip_non_manifests=True`), exactly as `plugin generate DIR` always did.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from plugin import manifests
+from plugin.inputs import InputStream
+
+
+def read_directory(app_dir: Path, display_root: Path | None = None) -> list[InputStream]:
+    files = manifests.discover(app_dir)
+    return manifests.read_files(files, display_root if display_root is not None else app_dir)
