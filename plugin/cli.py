@@ -41,7 +41,7 @@ from plugin.engine import (
     load,
     resolve,
 )
-from plugin.errors import ConfigError, PluginError, RenderError, UsageError
+from plugin.errors import ConfigError, InputError, PluginError, RenderError, UsageError
 from plugin.render import detect
 from plugin.render.run import Deadline, Redactor, TerminatedError, install_signal_handlers
 from plugin.substitute import Rules, Site
@@ -210,6 +210,8 @@ def _finish(
             "auto-sync and prune it would delete every resource of the application). Set "
             "ALLOW_EMPTY=true if an empty application is intended"
         )
+    if args.command == "check":
+        options = dataclasses.replace(options, explain_denials=True)
     outcome = resolve(documents, options, make)
     if args.command == "check":
         _print_check(outcome, args.output, out)
@@ -315,7 +317,13 @@ def _discover(app_dir: Path, out: TextIO) -> int:
 def _read_input(path: str, stdin: TextIO) -> tuple[list[InputStream], bool]:
     """The input streams, and whether they come from walking a directory or file."""
     if path == "-":
-        return [InputStream(manifests.STDIN_NAME, stdin.read())], False
+        data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
+        try:
+            return [InputStream(manifests.STDIN_NAME, data.decode("utf-8"))], False
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{manifests.STDIN_NAME} is not valid UTF-8 (byte {exc.start})"
+            ) from None
     root = Path(path)
     files = manifests.discover(root)
     return manifests.read_files(files, root), True

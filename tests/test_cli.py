@@ -121,3 +121,10 @@ def test_check_success_exit_0(tmp_path: Path, env: dict[str, str]) -> None:
     run = run_plugin(["check", str(path)], env)
     assert run.code == 0
     assert CANARY not in run.stdout
+
+
+def test_invalid_utf8_on_stdin_is_a_clean_error(env: dict[str, str]) -> None:
+    run = run_plugin(["generate", "-"], env, stdin=b"kind: X\nspec:\n  a: '\xff<path:app#user>'\n")
+    assert run.code == 1
+    assert run.stdout == ""
+    assert "<stdin> is not valid UTF-8 (byte 20)" in run.stderr
