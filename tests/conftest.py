@@ -78,14 +78,8 @@ def find_tool(name: str) -> str | None:
     """Path of a pinned tool (helm3, helm4, kustomize, bao, registry), or None."""
     if name not in TOOL_ENV_VARS:
         raise ValueError(f"unknown tool {name!r}; known: {', '.join(TOOL_ENV_VARS)}")
-    from_env = os.environ.get(TOOL_ENV_VARS[name])
-    candidates = [from_env] if from_env else []
-    candidates.append(str(TOOLS_BIN / name))
-    for candidate in candidates:
-        path = shutil.which(candidate)
-        if path is not None:
-            return path
-    return None
+    from_env = os.environ.get(TOOL_ENV_VARS[name])  # when set, it is the only candidate
+    return shutil.which(from_env or str(TOOLS_BIN / name))
 
 
 def require_tool(name: str) -> str:

@@ -1,0 +1,56 @@
+# argocd-secrets-plugin developer entry points. `make help` lists them.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+TOOLS_BIN := $(CURDIR)/.tools/bin
+PYTEST_ARGS ?=
+
+# The pinned tools, exported to pytest only (an explicit environment variable wins).
+TOOL_ENV = HELM3_BIN="$${HELM3_BIN:-$(TOOLS_BIN)/helm3}" \
+	HELM4_BIN="$${HELM4_BIN:-$(TOOLS_BIN)/helm4}" \
+	KUSTOMIZE_BIN="$${KUSTOMIZE_BIN:-$(TOOLS_BIN)/kustomize}" \
+	BAO_BIN="$${BAO_BIN:-$(TOOLS_BIN)/bao}" \
+	REGISTRY_BIN="$${REGISTRY_BIN:-$(TOOLS_BIN)/registry}"
+
+.PHONY: help venv tools lint test test-unit demo clean
+
+help:
+	@echo "make demo       render examples/plain with the built-in file backend (no Vault needed)"
+	@echo "make test       venv + tools + lint + all tests (unit and integration)"
+	@echo "make test-unit  unit tests only (no external programs)"
+	@echo "make lint       ruff check, ruff format --check, mypy --strict plugin"
+	@echo "make tools      install the pinned helm3/helm4/kustomize/bao/registry into .tools/bin"
+	@echo "make venv       create .venv and install the project with its dev extras"
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+tools: venv
+	$(VPY) scripts/install-tools
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict plugin
+
+test: venv tools lint
+	$(TOOL_ENV) $(VPY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(VPY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+demo: venv
+	AVP_TYPE=file AVP_FILE_PATH=examples/secrets.yaml $(VENV)/bin/plugin generate examples/plain
+
+clean:
+	rm -rf .tools .pytest_cache .mypy_cache .ruff_cache
