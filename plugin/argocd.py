@@ -324,11 +324,19 @@ def app_request(environ: Mapping[str, str], settings: Settings | None = None) ->
         helm_args=settings.get("HELM_ARGS") or "",
         skip_crds=bool(_param_bool(params, "skip-crds")),
         skip_tests=bool(_param_bool(params, "skip-tests")),
-        context_files=_param_array(params, "context-files"),
+        context_files=_context_files(settings, params),
         resolve_values=resolve_values,
         allow_empty=settings.get_bool("ALLOW_EMPTY", False),
         in_argocd=bool(instance),
     )
+
+
+def _context_files(settings: Settings, params: Mapping[str, Parameter]) -> tuple[str, ...]:
+    """`CONTEXT_FILES` (comma-separated) first, then the `context-files` parameter: later wins."""
+    found = settings.lookup("CONTEXT_FILES")
+    files = list(split_list(found.value)) if found is not None else []
+    files.extend(_param_array(params, "context-files"))
+    return tuple(files)
 
 
 def announcements(specs: Sequence[ParameterSpec] = PARAMETERS) -> list[dict[str, Any]]:

@@ -136,3 +136,12 @@ def test_announcements_are_argocd_shaped() -> None:
     assert [item["name"] for item in items] == [spec.name for spec in PARAMETERS]
     for item in items:
         assert all(isinstance(value, str) for value in item.values())
+
+
+def test_context_files_from_setting_then_parameter() -> None:
+    environ = {
+        "ARGOCD_ENV_CONTEXT_FILES": "/clusters/base.yaml, /clusters/prod.yaml",
+        "ARGOCD_APP_PARAMETERS": '[{"name": "context-files", "array": ["local.yaml"]}]',
+    }
+    request = app_request(environ)
+    assert request.context_files == ("/clusters/base.yaml", "/clusters/prod.yaml", "local.yaml")
