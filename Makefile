@@ -21,7 +21,7 @@ TOOL_ENV = HELM3_BIN="$${HELM3_BIN:-$(TOOLS_BIN)/helm3}" \
 .PHONY: help venv tools lint test test-unit demo clean
 
 help:
-	@echo "make demo       render examples/plain with the built-in file backend (no Vault needed)"
+	@echo "make demo       render the example registry app for one cluster with the file backend"
 	@echo "make test       venv + tools + lint + all tests (unit and integration)"
 	@echo "make test-unit  unit tests only (no external programs)"
 	@echo "make lint       ruff check, ruff format --check, mypy --strict plugin"
@@ -49,8 +49,12 @@ test: venv tools lint
 test-unit: venv
 	$(VPY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
-demo: venv
-	AVP_TYPE=file AVP_FILE_PATH=examples/secrets.yaml $(VENV)/bin/plugin generate examples/plain
+demo: venv tools
+	PATH="$(TOOLS_BIN):$$PATH" AVP_TYPE=file AVP_FILE_PATH=examples/secrets.yaml \
+	ARGOCD_APP_NAME=vanilla-dso-registry ARGOCD_APP_NAMESPACE=dso-registry \
+	ARGOCD_APP_SOURCE_PATH=examples/apps/registry \
+	ARGOCD_ENV_CONTEXT_FILES=/examples/clusters/vanilla.yaml \
+	$(VENV)/bin/plugin generate examples/apps/registry
 
 clean:
 	rm -rf .tools .pytest_cache .mypy_cache .ruff_cache

@@ -202,24 +202,27 @@ def demo_command() -> tuple[dict[str, str], list[str]]:
         if not line.startswith("\t"):
             break
         recipe.append(line.strip())
-    (command,) = [line for line in recipe if re.search(r"\bplugin\b", line)]
+    commands = " ".join(recipe).replace("\\ ", " ").split("\n")  # join continuation lines
+    (command,) = [line for line in commands if re.search(r"\bplugin\b", line)]
     words = shlex.split(command)
     at = next(i for i, word in enumerate(words) if word.endswith("/plugin") or word == "plugin")
-    env = dict(word.split("=", 1) for word in words[:at])
+    # Make-specific assignments (PATH to .tools/bin) are the test environment's job here.
+    env = dict(word.split("=", 1) for word in words[:at] if "$" not in word)
     return env, words[at + 1 :]
 
 
-def test_demo_render_with_the_file_backend(image: Image) -> None:
+def test_demo_render_with_the_file_backend(image: Image, helm3_bin: str) -> None:
     """`make demo` with the installed plugin and the image's environment: the same output as
     with the development install."""
     assignments, arguments = demo_command()
     assert arguments and arguments[0] == "generate"
+    _link_tools(image, helm=helm3_bin)
     installed = _run(["plugin", *arguments], cwd=ROOT, env=image.env(assignments))
     assert installed.returncode == 0, installed.stderr
     development = _run(
         [str(ROOT / ".venv" / "bin" / "plugin"), *arguments],
         cwd=ROOT,
-        env={**os.environ, **assignments},
+        env={**os.environ, **assignments, "HELM_BIN": helm3_bin},
     )
     assert development.returncode == 0, development.stderr
     assert installed.stdout == development.stdout
@@ -254,8 +257,11 @@ def _link_tools(image: Image, **tools: str) -> None:
 SECRETS = "kv/data/app:\n  password: pw-8812\n  user: app\n"
 
 
-def test_sidecar_renders_the_demo_as_argo_cd_would(image: Image, tmp_path: Path) -> None:
+def test_sidecar_renders_the_demo_as_argo_cd_would(
+    image: Image, tmp_path: Path, helm3_bin: str
+) -> None:
     """The demo application through plugin.yaml and the cmp-server stand-in."""
+    _link_tools(image, helm=helm3_bin)
     assignments, arguments = demo_command()
     app_path = arguments[-1]
     repo = tmp_path / "repo"
