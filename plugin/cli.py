@@ -7,22 +7,31 @@ file or `-` (stdin) goes to the placeholder engine only, exactly as AVP's `gener
 
 Output discipline: stdout receives the manifests only after everything
 succeeded; every failure is one clean `Error: …` block on stderr with exit
-code 1 (2 for usage errors, 143 after SIGTERM). Nothing printed ever contains a secret value.
+code 1 (2 for usage errors, 143 after SIGTERM). Nothing printed ever contains a secret value:
+for the whole run stderr (error messages, log records, warnings, renderer output) goes through
+one `Redactor` that learns every secret fetched, every resolved value and the credentials of
+the configuration (see `plugin.redact`); `plugin check` output is redacted as well.
 A directory render that produces no manifest at all fails unless `ALLOW_EMPTY=true` (or
 `--allow-empty`): an empty render plus auto-sync prune would delete the application.
+
+Tenant policy (`plugin.policy`): when the sidecar sets `PLUGIN_TENANT_POLICY`, the
+application's project must have a rule, may only set the application settings the rule
+allows, logs in with the rule's Vault identity and may only read the rule's paths.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import logging
 import os
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -42,13 +51,25 @@ from plugin.engine import (
     resolve,
 )
 from plugin.errors import ConfigError, InputError, PluginError, RenderError, UsageError
+from plugin.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_SETTING, format_size, parse_size
+from plugin.policy import Decision
+from plugin.policy import apply as apply_policy
+from plugin.redact import RedactingFormatter, RedactingStream, Redactor
 from plugin.render import detect
-from plugin.render.run import Deadline, Redactor, TerminatedError, install_signal_handlers
+from plugin.render.run import Deadline, TerminatedError, install_signal_handlers
 from plugin.substitute import Rules, Site
 
 log = logging.getLogger("plugin")
 
 DEFAULT_TIMEOUT_SECONDS = 50.0
+
+#: Credentials that may be in the configuration: known to the redactor from the start.
+CREDENTIAL_SETTINGS = (
+    "VAULT_TOKEN",
+    "AVP_SECRET_ID",
+    "AVP_PASSWORD",
+    "AVP_GITHUB_TOKEN",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,6 +137,26 @@ def _add_config_flags(sub: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    redactor = Redactor()
+    with _redacted_stderr(redactor):
+        return _main(argv, redactor)
+
+
+@contextlib.contextmanager
+def _redacted_stderr(redactor: Redactor) -> Iterator[None]:
+    """For the whole run, everything written to stderr passes through `redactor`."""
+    original = sys.stderr
+    stream = RedactingStream(original, redactor)
+    sys.stderr = stream
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            stream.flush()
+        sys.stderr = original
+
+
+def _main(argv: Sequence[str] | None, redactor: Redactor) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(args_list)
@@ -129,10 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _parameters(Path(args.path), bool(args.all), sys.stdout)
         if args.command == "discover":
             return _discover(Path(args.path), sys.stdout)
-        _configure_logging(args)
+        _configure_logging(args, redactor)
         if argv is None:  # the real process (not a test calling main()): SIGTERM kills children
             install_signal_handlers()
-        return _run(args, os.environ, sys.stdin, sys.stdout)
+        return _run(args, os.environ, sys.stdin, sys.stdout, redactor)
     except TerminatedError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 143
@@ -150,27 +191,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
+def _configure_logging(args: argparse.Namespace, redactor: Redactor) -> None:
+    """Plugin log records, other libraries' warnings and Python warnings: all redacted."""
     verbose = bool(args.verbose or args.verbose_sensitive_output)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("plugin: %(message)s"))
+    handler.setFormatter(RedactingFormatter(redactor, "plugin: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.WARNING)
     log.propagate = False
+    # Other libraries (urllib3, hvac) and Python warnings only with --verbose: their problems
+    # reach the user as the plugin's own error messages.
+    other = logging.StreamHandler(sys.stderr)
+    other.setFormatter(RedactingFormatter(redactor, "%(name)s: %(message)s"))
+    other.setLevel(logging.WARNING if verbose else logging.CRITICAL + 1)
+    root = logging.getLogger()
+    root.handlers[:] = [other]
+    logging.captureWarnings(True)
     if args.verbose_sensitive_output:
         log.warning(
             "--verbose-sensitive-output behaves like --verbose: secret values are never printed"
         )
 
 
-def _run(args: argparse.Namespace, environ: Mapping[str, str], stdin: TextIO, out: TextIO) -> int:
+def _run(
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    stdin: TextIO,
+    out: TextIO,
+    redactor: Redactor | None = None,
+) -> int:
     started = time.monotonic()
+    redactor = redactor if redactor is not None else Redactor()
+    decision = apply_policy(environ)
+    settings = _settings(args, environ, decision, redactor)
     if args.path != "-" and Path(args.path).is_dir():
-        return _run_directory(args, environ, out, started)
-    streams, from_directory = _read_input(args.path, stdin)
-    settings = load_settings(environ, args.config_path, args.secret_name)
+        return _run_directory(
+            args,
+            environ,
+            out,
+            started=started,
+            settings=settings,
+            decision=decision,
+            redactor=redactor,
+        )
+    streams, from_directory = _read_input(args.path, stdin, _max_input(settings))
     options = EngineOptions(
-        rules=Rules(path_validation=_path_validation(settings)),
+        rules=_rules(settings, decision, redactor),
         deadline=started + settings.get_float("PLUGIN_TIMEOUT", DEFAULT_TIMEOUT_SECONDS),
         skip_non_manifests=from_directory,
     )
@@ -182,6 +248,54 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], stdin: TextIO, ou
         out=out,
         started=started,
     )
+
+
+def _settings(
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    decision: Decision | None,
+    redactor: Redactor,
+) -> Settings:
+    """The configuration, with the tenant policy's identity on top; credentials redacted."""
+    if decision is not None:
+        log.debug(
+            "tenant policy: project %s follows %s", decision.project, decision.overrides_origin
+        )
+        settings = load_settings(
+            environ,
+            args.config_path,
+            args.secret_name,
+            overrides=decision.overrides,
+            overrides_origin=decision.overrides_origin,
+        )
+    else:
+        settings = load_settings(environ, args.config_path, args.secret_name)
+    for name in CREDENTIAL_SETTINGS:
+        value = settings.get(name)
+        if value:
+            redactor.add_secret(value)
+    return settings
+
+
+def _rules(settings: Settings, decision: Decision | None, redactor: Redactor) -> Rules:
+    return Rules(
+        path_validation=_path_validation(settings),
+        path_check=decision.path_refusal if decision is not None else None,
+        redactor=redactor,
+    )
+
+
+def _max_input(settings: Settings) -> int:
+    found = settings.lookup(MAX_INPUT_SETTING)
+    if found is None:
+        return DEFAULT_MAX_INPUT
+    size = parse_size(found.value)
+    if size is None or size < 1:
+        raise ConfigError(
+            f"{MAX_INPUT_SETTING} must be a size such as 67108864, 64Mi or 50M, got "
+            f"{found.value!r} from {found.origin}"
+        )
+    return size
 
 
 def _backend_factory(args: argparse.Namespace, settings: Settings) -> BackendFactory:
@@ -214,7 +328,12 @@ def _finish(
         options = dataclasses.replace(options, explain_denials=True)
     outcome = resolve(documents, options, make)
     if args.command == "check":
-        _print_check(outcome, args.output, out)
+        report = io.StringIO()
+        _print_check(outcome, args.output, report)
+        redactor = options.rules.redactor
+        text = report.getvalue()
+        out.write(redactor.clean(text) if redactor is not None else text)
+        out.flush()
         return 1 if outcome.failures else 0
     if outcome.failures:
         raise ResolutionError(outcome.failures)
@@ -226,16 +345,22 @@ def _finish(
 
 
 def _run_directory(
-    args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, started: float
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    out: TextIO,
+    *,
+    started: float,
+    settings: Settings,
+    decision: Decision | None,
+    redactor: Redactor,
 ) -> int:
     """A directory: Argo CD's request -> renderer -> engine (both secret phases share reads)."""
     from plugin.render import pipeline
     from plugin.render.values_secrets import SharedReads
 
-    settings = load_settings(environ, args.config_path, args.secret_name)
     timeout = settings.get_float("PLUGIN_TIMEOUT", DEFAULT_TIMEOUT_SECONDS)
     deadline = Deadline.after(timeout, started)
-    rules = Rules(path_validation=_path_validation(settings))
+    rules = _rules(settings, decision, redactor)
     request: AppRequest = app_request(environ, settings)
     if args.source_type:
         request = dataclasses.replace(request, source_type=args.source_type)
@@ -246,8 +371,9 @@ def _run_directory(
             request=request,
             environ=environ,
             deadline=deadline,
-            redactor=Redactor(),
+            redactor=redactor,
             reads=reads,
+            max_input=_max_input(settings),
         )
         result = pipeline.render(Path(args.path), context)
         log.debug(
@@ -285,8 +411,15 @@ def _parameters(app_dir: Path, include_static: bool, out: TextIO) -> int:
     if detect.detect(app_dir) == detect.HELM:
         flat: dict[str, str] = {}
         values_file = app_dir / "values.yaml"
+        repo_root = helm.find_repo_root(app_dir, os.environ.get("ARGOCD_APP_SOURCE_PATH", ""))
         try:
             if values_file.is_file():
+                # The announcement is shown in the UI: never follow a symlink out of the
+                # repository (it could point at the sidecar's own files), never read a giant.
+                if not helm.within(values_file, repo_root):
+                    raise InputError("values.yaml leads outside the repository")
+                if values_file.stat().st_size > DEFAULT_MAX_INPUT:
+                    raise InputError("values.yaml is too large")
                 from plugin.yamlutil import load_one
 
                 flat = helm.flatten_values(load_one(values_file.read_text(encoding="utf-8")))
@@ -314,10 +447,20 @@ def _discover(app_dir: Path, out: TextIO) -> int:
     return 0
 
 
-def _read_input(path: str, stdin: TextIO) -> tuple[list[InputStream], bool]:
+def _read_input(
+    path: str, stdin: TextIO, max_bytes: int = DEFAULT_MAX_INPUT
+) -> tuple[list[InputStream], bool]:
     """The input streams, and whether they come from walking a directory or file."""
     if path == "-":
-        data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
+        if hasattr(stdin, "buffer"):
+            data = stdin.buffer.read(max_bytes + 1)
+        else:
+            data = stdin.read(max_bytes + 1).encode()
+        if len(data) > max_bytes:
+            raise InputError(
+                f"{manifests.STDIN_NAME} is larger than {format_size(max_bytes)} "
+                f"({MAX_INPUT_SETTING}); refused"
+            )
         try:
             return [InputStream(manifests.STDIN_NAME, data.decode("utf-8"))], False
         except UnicodeDecodeError as exc:
@@ -326,7 +469,7 @@ def _read_input(path: str, stdin: TextIO) -> tuple[list[InputStream], bool]:
             ) from None
     root = Path(path)
     files = manifests.discover(root)
-    return manifests.read_files(files, root), True
+    return manifests.read_files(files, root, max_bytes), True
 
 
 def _path_validation(settings: Settings) -> re.Pattern[str] | None:

@@ -1,7 +1,8 @@
 """Configuration lookup with AVP's precedence, remembering where each value came from.
 
-Precedence (highest first): `ARGOCD_ENV_<KEY>` (Argo CD application settings),
-the process environment, a config file (`-c`) or Kubernetes Secret (`-s`),
+Precedence (highest first): the operator's tenant policy rule for the application's
+project (`overrides`, see `plugin.policy`), `ARGOCD_ENV_<KEY>` (Argo CD application
+settings), the process environment, a config file (`-c`) or Kubernetes Secret (`-s`),
 then built-in defaults. Empty strings count as unset, as in AVP (viper).
 Every value is kept with its origin so configuration errors can say which
 variable is wrong and where it was set.
@@ -46,9 +47,15 @@ class Settings:
     file_values: Mapping[str, str] = field(default_factory=dict)
     file_origin: str = "config file"
     defaults: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULTS))
+    #: Settings no other layer can change (the tenant policy's identity for the project).
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    overrides_origin: str = "tenant policy"
 
     def lookup(self, name: str) -> Setting | None:
         """Find `name` following the precedence order; None when unset everywhere."""
+        forced = self.overrides.get(name, "")
+        if forced != "":
+            return Setting(forced, f"{self.overrides_origin} key {name}")
         argocd = self.environ.get(ARGOCD_ENV_PREFIX + name, "")
         if argocd != "":
             return Setting(argocd, f"environment variable {ARGOCD_ENV_PREFIX}{name}")
@@ -213,6 +220,8 @@ def load_settings(
     environ: Mapping[str, str],
     config_path: str | None = None,
     secret_name: str | None = None,
+    overrides: Mapping[str, str] | None = None,
+    overrides_origin: str = "tenant policy",
 ) -> Settings:
     """Build `Settings` from the environment plus a config file (`-c`) or a Kubernetes Secret.
 
@@ -225,20 +234,32 @@ def load_settings(
     - Keys are case-insensitive (stored upper-case, as viper matches them). Scalars that are
       not strings are converted: booleans to `true`/`false`, numbers with `str()`; null means
       unset; lists and mappings are rejected naming the key (never the value).
+    - `overrides` (the tenant policy's settings for the project) win over every other layer.
     """
     env = dict(environ)
+    forced = dict(overrides or {})
     if config_path:
         values = _read_config_file(config_path)
-        return Settings(environ=env, file_values=values, file_origin=f"config file {config_path}")
+        return Settings(
+            environ=env,
+            file_values=values,
+            file_origin=f"config file {config_path}",
+            overrides=forced,
+            overrides_origin=overrides_origin,
+        )
     if not secret_name:
-        secret_name = Settings(environ=env).get("AVP_SECRET")
+        secret_name = Settings(environ=env, overrides=forced).get("AVP_SECRET")
     if secret_name:
         namespace, name = parse_secret_name(secret_name.strip())
         values = read_kubernetes_secret(env, namespace, name)
         return Settings(
-            environ=env, file_values=values, file_origin=f"Kubernetes Secret {namespace}/{name}"
+            environ=env,
+            file_values=values,
+            file_origin=f"Kubernetes Secret {namespace}/{name}",
+            overrides=forced,
+            overrides_origin=overrides_origin,
         )
-    return Settings(environ=env)
+    return Settings(environ=env, overrides=forced, overrides_origin=overrides_origin)
 
 
 def parse_secret_name(text: str) -> tuple[str, str]:

@@ -19,7 +19,7 @@ from plugin import manifests
 from plugin.backends.base import Backend, SecretRef
 from plugin.errors import BackendError, InputError, PluginError
 from plugin.fetch import Results, fetch_all
-from plugin.inputs import InputStream
+from plugin.inputs import MAX_PARSED_DOCUMENT, InputStream, format_size
 from plugin.manifests import Document
 from plugin.substitute import Job, Rules, Site, plan, substitute
 from plugin.yamlutil import dump
@@ -34,12 +34,17 @@ __all__ = ["EngineOptions", "InputStream", "Outcome", "ResolutionError", "genera
 class ResolutionError(PluginError):
     """Some placeholders could not be resolved; `sites` lists them in document order."""
 
+    #: At most this many sites are listed in the message (Argo CD shows and caches it).
+    MAX_LISTED = 100
+
     def __init__(self, sites: Sequence[Site]) -> None:
         self.sites = list(sites)
         count = len(self.sites)
         noun = "placeholder" if count == 1 else "placeholders"
         lines = [f"{count} {noun} could not be resolved:"]
-        lines.extend(f"  {site.message()}" for site in self.sites)
+        lines.extend(f"  {site.message()}" for site in self.sites[: self.MAX_LISTED])
+        if count > self.MAX_LISTED:
+            lines.append(f"  … and {count - self.MAX_LISTED} more (run `plugin check` for all)")
         super().__init__("\n".join(lines))
 
 
@@ -75,6 +80,13 @@ def load(streams: Sequence[InputStream], skip_non_manifests: bool) -> list[Docum
         try:
             raws = list(manifests.split(stream))
             to_parse = [raw for raw in raws if manifests.needs_parsing(raw)]
+            for raw in to_parse:
+                if len(raw.text) > MAX_PARSED_DOCUMENT:
+                    raise InputError(
+                        f"{raw.where()}: the document is {format_size(len(raw.text))}, larger "
+                        f"than any Kubernetes object can be ({format_size(MAX_PARSED_DOCUMENT)} "
+                        "at most); refused"
+                    )
             parsed = dict(zip(map(id, to_parse), manifests.parse_many(to_parse), strict=True))
             for raw in raws:
                 if id(raw) not in parsed:
@@ -145,11 +157,21 @@ def _fetch(refs: set[SecretRef], options: EngineOptions, make_backend: BackendFa
         backend.login()
         log.debug("backend ready in %.3f s", time.monotonic() - started)
         results = fetch_all(backend, refs, options.deadline)
+        remember_values(results, options.rules)
         if options.explain_denials:
             _explain_denials(backend, results)
         return results
     finally:
         backend.close()
+
+
+def remember_values(results: Results, rules: Rules) -> None:
+    """Teach the run's redactor every value just fetched (before anything can print it)."""
+    if rules.redactor is None:
+        return
+    for data in results.values():
+        if not isinstance(data, BackendError):
+            rules.redactor.add_secret(dict(data))
 
 
 def _explain_denials(backend: Backend, results: Results) -> None:

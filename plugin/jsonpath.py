@@ -29,6 +29,7 @@ import base64
 import datetime
 import math
 import re
+import threading
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,12 @@ __all__ = ["Template", "execute", "parse"]
 #: parser and evaluator recurse once per level; the bound keeps them far from Python's stack
 #: limit whatever the template.
 MAX_NESTING: Final = 100
+#: Evaluation work one execution may do (values produced, nodes visited by ``..``, range
+#: iterations, values printed). Nested ranges over ``..`` grow as a power of the nesting, so
+#: without a bound a short template could run for ever.
+MAX_WORK: Final = 2_000_000
+#: Characters one execution may print.
+MAX_OUTPUT: Final = 16 * 1024 * 1024
 
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
@@ -164,6 +171,27 @@ class _NoValue:
 
 
 _NO_VALUE: Final = _NoValue()
+
+
+class _TooMuchWorkError(Exception):
+    """The work budget of one execution is spent (never caught by the evaluator itself)."""
+
+
+class _Budget(threading.local):
+    left: int | None = None
+
+
+_budget = _Budget()
+
+
+def _charge(amount: int) -> None:
+    left = _budget.left
+    if left is None:
+        return
+    left -= amount
+    _budget.left = left
+    if left < 0:
+        raise _TooMuchWorkError
 
 
 class _EvalError(JSONPathError):
@@ -563,6 +591,7 @@ def _go_type(value: object) -> str:
 
 def _eval_list(nodes: Sequence[_Node], values: list[object]) -> list[object]:
     for node in nodes:
+        _charge(1 + len(values))
         values = _eval_node(node, values)
     return values
 
@@ -619,6 +648,7 @@ def _descend(values: list[object]) -> list[object]:
     stack: list[Iterator[object]] = [iter(values)]
     while stack:
         for value in stack[-1]:
+            _charge(1)
             if isinstance(value, dict | list | tuple):
                 if value:
                     results.append(value)
@@ -758,6 +788,7 @@ def _run(items: Sequence[_Item], root: object, groups: list[list[object]]) -> No
                 _run(item.body, _NO_VALUE, [])
                 _eval_list(item.closer, [_NO_VALUE])
             for value in values:
+                _charge(1)
                 element = _NO_VALUE if value is None else value
                 _run(item.body, element, groups)
                 _eval_list(item.closer, [element])
@@ -893,6 +924,7 @@ def _to_json(value: object) -> str:
     out: list[str] = []
     work: list[object] = [value]
     while work:
+        _charge(1)
         item = work.pop()
         if isinstance(item, _Raw):
             out.append(item)
@@ -952,13 +984,36 @@ class Template:
         evaluation error wins over a printing error (such as NaN inside a map).
         """
         groups: list[list[object]] = []
+        outer = _budget.left
+        _budget.left = MAX_WORK
         try:
             _run(self._items, _NO_VALUE if data is None else data, groups)
-            return "".join(" ".join(_text(value) for value in group) for group in groups)
+            return _print(groups)
         except _EvalError as error:
             raise JSONPathError(str(error)) from None
         except RecursionError:
             raise JSONPathError("template or data nested too deeply") from None
+        except _TooMuchWorkError:
+            raise JSONPathError(
+                f"the expression does too much work (more than {MAX_WORK} steps); refused"
+            ) from None
+        finally:
+            _budget.left = outer
+
+
+def _print(groups: list[list[object]]) -> str:
+    """The printed results, at most `MAX_OUTPUT` characters."""
+    pieces: list[str] = []
+    size = 0
+    for group in groups:
+        for position, value in enumerate(group):
+            _charge(1)
+            text = _text(value) if position == 0 else " " + _text(value)
+            size += len(text)
+            if size > MAX_OUTPUT:
+                raise JSONPathError(f"the output is larger than {MAX_OUTPUT} characters; refused")
+            pieces.append(text)
+    return "".join(pieces)
 
 
 def parse(template: str) -> Template:

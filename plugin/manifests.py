@@ -11,14 +11,14 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from plugin.errors import InputError
-from plugin.inputs import InputStream
+from plugin.inputs import MAX_INPUT_SETTING, InputStream, format_size
 from plugin.yamlutil import load_all, load_one
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -49,6 +49,12 @@ class Document:
 
     raw: RawDocument
     content: dict[str, Any] | None
+    #: `where()` as it was when the document was read: substituting a placeholder in
+    #: `metadata.name` must never put a secret value into later messages.
+    _where: str = field(default="", init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._where = f"{self.raw.source} (document {self.raw.index}, {self.label})"
 
     @property
     def kind(self) -> str:
@@ -67,26 +73,28 @@ class Document:
         return f"{self.kind}/{name}" if isinstance(name, str) and name else self.kind
 
     def where(self) -> str:
-        return f"{self.raw.source} (document {self.raw.index}, {self.label})"
+        return self._where
 
 
-def discover(root: Path) -> list[Path]:
+def discover(root: Path, confine: Path | None = None) -> list[Path]:
     """Every manifest file under `root`, depth-first in name order; hidden entries skipped.
 
-    Symlinked directories are not followed (as Go's filepath.Walk).
+    Symlinked directories are not followed (as Go's filepath.Walk). A symlinked file is read
+    only when its target stays inside `confine` (default: `root` itself); one that leads
+    outside (`/etc/...`, `../../other-repo`) is refused.
     """
     if root.is_file():
         return [root]
     if not root.is_dir():
         raise InputError(f"input path {root} does not exist")
     found: list[Path] = []
-    _walk(root, found)
+    _walk(root, found, os.path.realpath(confine if confine is not None else root), root)
     if not found:
         raise InputError(f"no YAML or JSON files were found in {root}")
     return found
 
 
-def _walk(directory: Path, found: list[Path]) -> None:
+def _walk(directory: Path, found: list[Path], confine_real: str, root: Path) -> None:
     try:
         entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
     except OSError as exc:
@@ -96,19 +104,39 @@ def _walk(directory: Path, found: list[Path]) -> None:
             continue
         path = Path(entry.path)
         if entry.is_dir(follow_symlinks=False):
-            _walk(path, found)
+            _walk(path, found, confine_real, root)
         elif entry.name.endswith(MANIFEST_SUFFIXES) and entry.is_file():
+            if entry.is_symlink():
+                real = os.path.realpath(path)
+                if os.path.commonpath([real, confine_real]) != confine_real:
+                    raise InputError(
+                        f"{_display_name(path, root)} is a symlink leading outside the "
+                        "repository; refused"
+                    )
             found.append(path)
 
 
-def read_files(paths: list[Path], root: Path) -> list[InputStream]:
-    """Read every file (reporting all unreadable ones at once)."""
+def read_files(paths: list[Path], root: Path, max_bytes: int | None = None) -> list[InputStream]:
+    """Read every file (reporting all unreadable ones at once); at most `max_bytes` in all."""
     streams: list[InputStream] = []
     problems: list[str] = []
+    total = 0
     for path in paths:
         name = _display_name(path, root)
         try:
+            size = path.stat().st_size
+            total += size
+            if max_bytes is not None and total > max_bytes:
+                raise InputError(
+                    f"{name}: the input files are larger than {format_size(max_bytes)} in all "
+                    f"({MAX_INPUT_SETTING}); refused"
+                )
             data = path.read_bytes()
+            if max_bytes is not None and total - size + len(data) > max_bytes:
+                raise InputError(
+                    f"{name}: the input files are larger than {format_size(max_bytes)} in all "
+                    f"({MAX_INPUT_SETTING}); refused"
+                )
         except OSError as exc:
             problems.append(f"cannot read {name}: {exc.strerror}")
             continue

@@ -122,12 +122,56 @@ def json_parse(args: tuple[str, ...], value: Any) -> Any:
 def yaml_parse(args: tuple[str, ...], value: Any) -> Any:
     _require_no_args(args)
     try:
-        return load_one(_require_string(value))
+        parsed = load_one(_require_string(value))
     except yaml.YAMLError as exc:
         # The parser's own text may quote the value; report only the position.
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         raise ModifierError(f"value is not valid YAML{where}") from None
+    check_expansion(parsed)
+    return parsed
+
+
+#: The most nodes a parsed value may have once YAML aliases are expanded.
+MAX_EXPANDED_NODES = 1_000_000
+
+
+def check_expansion(data: Any) -> None:
+    """Refuse recursive aliases (`&a [*a]`) and alias bombs in a parsed YAML value.
+
+    Later stages (jsonPath, JSON and YAML output) walk the value as a tree, so a structure
+    that refers to itself would never end and a billion laughs would take forever. Sizes are
+    counted once per shared node, so the check itself is linear in the text.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        node, leaving = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        key = id(node)
+        children = list(node.values()) if isinstance(node, dict) else node
+        if leaving:
+            on_path.discard(key)
+            total = 1 + sum(sizes.get(id(child), 1) for child in children)
+            if total > MAX_EXPANDED_NODES:
+                raise ModifierError(
+                    f"value expands to more than {MAX_EXPANDED_NODES} nodes through YAML "
+                    "aliases; refused"
+                )
+            sizes[key] = total
+            continue
+        if key in sizes:
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        for child in children:
+            if isinstance(child, dict | list):
+                if id(child) in on_path:
+                    raise ModifierError("value is recursive (a YAML alias refers to itself)")
+                if id(child) not in sizes:
+                    stack.append((child, False))
 
 
 def _indent_level(args: tuple[str, ...]) -> int:

@@ -13,7 +13,7 @@ import base64
 import functools
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -24,6 +24,7 @@ from plugin.backends.base import SecretData, SecretRef
 from plugin.errors import BackendError, MissingPathError, ModifierError
 from plugin.manifests import Document
 from plugin.placeholders import Placeholder
+from plugin.redact import Redactor
 
 FetchResults = Mapping[SecretRef, SecretData | BackendError]
 
@@ -67,7 +68,12 @@ class Site:
 class Rules:
     """Run-wide settings of the walker."""
 
+    #: AVP_PATH_VALIDATION: every path must match this regular expression.
     path_validation: re.Pattern[str] | None = None
+    #: The tenant policy's check: why a path is refused, None when it may be read.
+    path_check: Callable[[str], str | None] | None = None
+    #: Learns every value fetched and every value resolved (for redacting messages).
+    redactor: Redactor | None = None
 
 
 @dataclass
@@ -105,13 +111,22 @@ def _segment(part: str | int) -> str:
 _SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
+def path_refusal(rules: Rules, path: str) -> str | None:
+    """Why `path` may not be read (AVP_PATH_VALIDATION first, then the tenant policy)."""
+    if rules.path_validation is not None and rules.path_validation.search(path) is None:
+        pattern = rules.path_validation.pattern
+        return f"the path {path} is disallowed by AVP_PATH_VALIDATION {pattern}"
+    if rules.path_check is not None:
+        return rules.path_check(path)
+    return None
+
+
 def path_allowed(rules: Rules, path: str) -> bool:
-    return rules.path_validation is None or rules.path_validation.search(path) is not None
+    return path_refusal(rules, path) is None
 
 
 def _denied(rules: Rules, path: str) -> str:
-    pattern = rules.path_validation.pattern if rules.path_validation else ""
-    return f"the path {path} is disallowed by AVP_PATH_VALIDATION {pattern}"
+    return path_refusal(rules, path) or f"the path {path} is not allowed"
 
 
 # ---------------------------------------------------------------- planning
@@ -355,6 +370,8 @@ class _Substitution:
 
     def _resolve(self, match: placeholders.Match) -> tuple[Any, Status]:
         found = match.placeholder
+        if self.rules.redactor is not None:
+            self.rules.redactor.add_public(match.text)
         if found is None:
             detail = str(match.error) if match.error else "invalid placeholder"
             raise _SiteError(Status.INVALID, detail)
@@ -375,6 +392,8 @@ class _Substitution:
                 value = modifiers.apply(statement.name, statement.args, value)
         except ModifierError as exc:
             raise _SiteError(Status.MODIFIER_ERROR, str(exc)) from None
+        if self.rules.redactor is not None and status is Status.OK:
+            self.rules.redactor.add_secret(value)
         if self.kind == CONFIG_MAP and not isinstance(value, str):
             return self._as_text(value, embedded=False), status
         return value, status

@@ -47,8 +47,9 @@ import yaml
 
 from plugin.config import parse_bool, parse_duration_seconds
 from plugin.errors import ConfigError, RenderError
+from plugin.redact import Redactor
 from plugin.render import semver
-from plugin.render.run import Deadline, Redactor, run
+from plugin.render.run import Deadline, run
 from plugin.yamlutil import Loader
 
 if TYPE_CHECKING:

@@ -19,9 +19,10 @@ from typing import Any
 
 from plugin.argocd import AppRequest
 from plugin.errors import RenderError
-from plugin.inputs import InputStream
+from plugin.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_SETTING, InputStream, format_size
+from plugin.redact import Redactor
 from plugin.render import dependencies, detect, helm, kustomize, plain
-from plugin.render.run import Deadline, Redactor, child_environment, run
+from plugin.render.run import Deadline, child_environment, run
 from plugin.render.values_secrets import SharedReads
 from plugin.yamlutil import dump, load_one
 
@@ -49,6 +50,8 @@ class RenderContext:
     redactor: Redactor = field(default_factory=Redactor)
     #: Set when RESOLVE_VALUES is on: phase one of the secrets.
     reads: SharedReads | None = None
+    #: The most bytes read from the repository (plain directories) or from one renderer.
+    max_input: int | None = DEFAULT_MAX_INPUT
 
 
 def helm_binary(environ: Mapping[str, str]) -> str:
@@ -58,7 +61,9 @@ def helm_binary(environ: Mapping[str, str]) -> str:
         if configured:
             raise RenderError(f"HELM_BIN={configured} is not an executable program")
         raise RenderError("helm was not found on PATH (install it or set HELM_BIN)")
-    return found
+    # Helm runs in a scratch directory: a relative HELM_BIN (or PATH entry) must not change
+    # meaning there.
+    return os.path.abspath(found)
 
 
 def helm_home_env(home: Path) -> dict[str, str]:
@@ -89,7 +94,7 @@ def render(app_dir: Path, ctx: RenderContext) -> RenderResult:
     templated = detect.has_templates(app_dir)
     kind = detect.detect(app_dir, request.source_type)
     if kind == detect.DIRECTORY and not templated:
-        streams = plain.read_directory(app_dir)
+        streams = plain.read_directory(app_dir, confine=repo_root, max_bytes=ctx.max_input)
         return RenderResult(streams, kind, strict=False)
     if kind == detect.KUSTOMIZE and not templated and not kustomize.enable_helm(ctx.environ):
         with tempfile.TemporaryDirectory(prefix="plugin-render-") as kustomize_scratch:
@@ -113,7 +118,8 @@ def render(app_dir: Path, ctx: RenderContext) -> RenderResult:
             merged_values = _templating(app_dir, work, repo_root, ctx)
             kind = detect.detect(work, request.source_type)
         if kind == detect.DIRECTORY:
-            return RenderResult(plain.read_directory(work), kind, strict=False, timings=timings)
+            streams = plain.read_directory(work, max_bytes=ctx.max_input)
+            return RenderResult(streams, kind, strict=False, timings=timings)
         if kind == detect.KUSTOMIZE:
             return _kustomize(work, scratch, ctx)
         return _helm(
@@ -169,6 +175,7 @@ def _kustomize(app_dir: Path, scratch: Path, ctx: RenderContext) -> RenderResult
         env=env,
         deadline=ctx.deadline,
         redactor=ctx.redactor,
+        max_output=ctx.max_input,
     )
     text = done.stdout.decode("utf-8", "replace")
     return RenderResult(
@@ -259,6 +266,7 @@ def _helm(
         env=env,
         deadline=ctx.deadline,
         redactor=ctx.redactor,
+        max_output=ctx.max_input,
     )
     timings["helm template"] = done.seconds
     text = done.stdout.decode("utf-8", "replace")
@@ -295,7 +303,15 @@ def _resolve_values_phase(
     for name, path in candidates:
         if not path.is_file():
             continue
-        text = path.read_text(encoding="utf-8")
+        if ctx.max_input is not None and path.stat().st_size > ctx.max_input:
+            raise RenderError(
+                f"values file {name} is larger than {format_size(ctx.max_input)} "
+                f"({MAX_INPUT_SETTING}); refused"
+            )
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise RenderError(f"values file {name} is not valid UTF-8") from None
         if "<" not in text:
             continue
         data = _load_values_file(text, name)

@@ -1,7 +1,9 @@
 """A plain directory of manifests: every .yaml/.yml/.json file, recursively, in name order.
 
 Files that hold no Kubernetes object (a stray values.yaml, notes) are skipped by the engine
-(`skip_non_manifests=True`), exactly as `plugin generate DIR` always did.
+(`skip_non_manifests=True`), exactly as `plugin generate DIR` always did. A symlinked file is
+read only when it stays inside `confine` (the repository); symlinked directories are not
+followed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ from plugin import manifests
 from plugin.inputs import InputStream
 
 
-def read_directory(app_dir: Path, display_root: Path | None = None) -> list[InputStream]:
-    files = manifests.discover(app_dir)
-    return manifests.read_files(files, display_root if display_root is not None else app_dir)
+def read_directory(
+    app_dir: Path,
+    display_root: Path | None = None,
+    *,
+    confine: Path | None = None,
+    max_bytes: int | None = None,
+) -> list[InputStream]:
+    files = manifests.discover(app_dir, confine)
+    root = display_root if display_root is not None else app_dir
+    return manifests.read_files(files, root, max_bytes)

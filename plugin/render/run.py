@@ -5,7 +5,9 @@
 - Children get a reduced environment (`child_environment`): no Vault/AVP credentials and
   nothing the Application set (`ARGOCD_ENV_*`).
 - stderr is captured, shortened, cleared of Helm's values dumps and of every known secret
-  value (`Redactor`) before it can appear in an error message.
+  value (`Redactor`, see `plugin.redact`) before it can appear in an error message.
+- Output is bounded: at most `max_output` bytes of stdout are accepted (the child is killed
+  beyond that, `PLUGIN_MAX_INPUT_SIZE`) and only the tail of stderr is kept in memory.
 """
 
 from __future__ import annotations
@@ -13,16 +15,33 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import selectors
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import IO, cast
 
 from plugin.errors import PluginError, RenderError
+from plugin.inputs import MAX_INPUT_SETTING, format_size
+from plugin.redact import Redactor
+
+__all__ = [
+    "Completed",
+    "Deadline",
+    "Redactor",
+    "StageTimeoutError",
+    "TerminatedError",
+    "child_environment",
+    "clean_stderr",
+    "install_signal_handlers",
+    "kill_children",
+    "run",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +65,10 @@ _INHERITED = frozenset(
     }
 )
 _STDERR_MAX_LINES = 12
+#: Bytes of a child's stderr kept in memory (the tail; only the last lines are shown anyway).
+_STDERR_KEEP = 256 * 1024
+_READ_CHUNK = 64 * 1024
+_PIPE_CHUNK = 64 * 1024
 _STDERR_MAX_CHARS = 1500
 #: Lines from which Helm starts dumping values (`--debug` output); nothing after them is kept.
 _VALUES_DUMP_MARKERS = ("USER-SUPPLIED VALUES:", "COMPUTED VALUES:", "HOOKS:", "MANIFEST:")
@@ -84,25 +107,6 @@ class Deadline:
     def check(self, stage: str) -> None:
         if self.remaining() <= 0:
             raise self.expired_during(stage)
-
-
-@dataclass
-class Redactor:
-    """Replaces known secret values (and a Helm values dump) in text meant for users."""
-
-    values: set[str] = field(default_factory=set)
-
-    def add(self, values: Iterable[object]) -> None:
-        for value in values:
-            if isinstance(value, str) and len(value.strip()) >= 3:
-                self.values.add(value)
-                self.values.update(line for line in value.splitlines() if len(line.strip()) >= 3)
-
-    def clean(self, text: str) -> str:
-        for value in sorted(self.values, key=len, reverse=True):
-            if value in text:
-                text = text.replace(value, "<redacted>")
-        return text
 
 
 def child_environment(environ: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -170,6 +174,68 @@ def install_signal_handlers() -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+class _TooMuchOutputError(Exception):
+    pass
+
+
+def _communicate(
+    proc: subprocess.Popen[bytes],
+    stdin_data: bytes | None,
+    deadline: Deadline,
+    max_output: int | None,
+) -> tuple[bytes, bytes]:
+    """`communicate()` with a bound on stdout and a bounded stderr tail.
+
+    Raises `subprocess.TimeoutExpired` at the deadline, `_TooMuchOutputError` past
+    `max_output` bytes of stdout.
+    """
+    out = bytearray()
+    err = bytearray()
+    pending = memoryview(stdin_data or b"")
+    with selectors.DefaultSelector() as selector:
+        if proc.stdin is not None:
+            if pending:
+                selector.register(proc.stdin, selectors.EVENT_WRITE)
+            else:
+                proc.stdin.close()
+        for output in (proc.stdout, proc.stderr):
+            if output is not None:
+                selector.register(output, selectors.EVENT_READ)
+        while selector.get_map():
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired(proc.args, deadline.seconds)
+            for key, _ in selector.select(remaining):
+                stream = cast("IO[bytes]", key.fileobj)
+                if stream is proc.stdin:
+                    try:
+                        written = os.write(key.fd, pending[:_PIPE_CHUNK])
+                    except BrokenPipeError:
+                        written = len(pending)
+                    pending = pending[written:]
+                    if not pending:
+                        selector.unregister(stream)
+                        stream.close()
+                    continue
+                chunk = os.read(key.fd, _READ_CHUNK)
+                if not chunk:
+                    selector.unregister(stream)
+                    stream.close()
+                elif stream is proc.stdout:
+                    out += chunk
+                    if max_output is not None and len(out) > max_output:
+                        raise _TooMuchOutputError
+                else:
+                    err += chunk
+                    if len(err) > _STDERR_KEEP:
+                        del err[: len(err) - _STDERR_KEEP]
+    remaining = deadline.remaining()
+    if remaining <= 0:
+        raise subprocess.TimeoutExpired(proc.args, deadline.seconds)
+    proc.wait(timeout=remaining)
+    return bytes(out), bytes(err)
+
+
 @dataclass(frozen=True)
 class Completed:
     stdout: bytes
@@ -187,10 +253,13 @@ def run(
     redactor: Redactor | None = None,
     stdin_data: bytes | None = None,
     describe_failure: str | None = None,
+    max_output: int | None = None,
 ) -> Completed:
     """Run one renderer command; raise RenderError (or StageTimeoutError) naming `stage` on failure.
 
-    The command line itself is never put into messages (it may carry --set values).
+    The command line itself is never put into messages (it may carry --set values). At most
+    `max_output` bytes of stdout are accepted (the child is killed beyond that) and only the
+    last `_STDERR_KEEP` bytes of stderr are kept, so a runaway child cannot exhaust memory.
     """
     deadline.check(stage)
     started = time.monotonic()
@@ -212,10 +281,16 @@ def run(
         _children.add(proc)
     try:
         try:
-            out, err = proc.communicate(stdin_data, timeout=max(deadline.remaining(), 0.001))
+            out, err = _communicate(proc, stdin_data, deadline, max_output)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             raise deadline.expired_during(stage) from None
+        except _TooMuchOutputError:
+            _kill_group(proc)
+            raise RenderError(
+                f"{stage} produced more than {format_size(max_output or 0)} of output; "
+                f"stopped ({MAX_INPUT_SETTING})"
+            ) from None
     finally:
         if proc.poll() is None:
             _kill_group(proc)

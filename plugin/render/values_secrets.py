@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from plugin.backends.base import Backend, SecretData, SecretRef
-from plugin.engine import BackendFactory, ResolutionError
+from plugin.engine import BackendFactory, ResolutionError, remember_values
 from plugin.errors import BackendError
 from plugin.fetch import Results, fetch_all
 from plugin.manifests import Document, RawDocument
@@ -34,6 +34,9 @@ class SharedReads:
     def backend(self) -> Backend:
         if self._backend is None:
             backend = self._make()
+            set_deadline = getattr(backend, "set_deadline", None)
+            if callable(set_deadline):
+                set_deadline(self.deadline)  # bounds the login too, not only the reads
             backend.login()
             self._backend = backend
         return self._backend
@@ -41,7 +44,9 @@ class SharedReads:
     def read_many(self, refs: set[SecretRef]) -> Results:
         missing = {ref for ref in refs if ref not in self.results}
         if missing:
-            self.results.update(fetch_all(self.backend(), missing, self.deadline))
+            fetched = fetch_all(self.backend(), missing, self.deadline)
+            remember_values(fetched, self.rules)
+            self.results.update(fetched)
         return self.results
 
     def factory(self) -> BackendFactory:
@@ -110,6 +115,8 @@ class _SharedBackend:
         if known is None:
             known = self.shared.backend().read(ref)
             self.shared.results[ref] = known
+            if self.shared.rules.redactor is not None:
+                self.shared.rules.redactor.add_secret(dict(known))
         if isinstance(known, BackendError):
             raise known
         return known
