@@ -377,10 +377,10 @@ def _run_directory(
         )
         result = pipeline.render(Path(args.path), context)
         log.debug(
-            "rendered %s source in %.3f s (%s)",
+            "rendered %s source in %.3f s%s",
             result.source_type,
             time.monotonic() - started,
-            ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()),
+            "".join(f", {k} {v:.3f} s" for k, v in result.timings.items()),
         )
         options = EngineOptions(
             rules=rules, deadline=deadline.at, skip_non_manifests=not result.strict

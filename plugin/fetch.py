@@ -43,11 +43,14 @@ def fetch_all(backend: Backend, refs: Iterable[SecretRef], deadline: float) -> R
             except queue.Empty:
                 return
             outcome: SecretData | BackendError
+            began = time.monotonic()
             try:
                 outcome = backend.read(ref)
+                log.debug("read %s: %d keys in %.3f s", ref.describe(), len(outcome), _since(began))
             except BackendError as exc:
                 outcome = exc
-            except Exception as exc:
+                log.debug("read %s failed in %.3f s: %s", ref.describe(), _since(began), exc)
+            except Exception as exc:  # a backend bug must not crash the run
                 outcome = BackendError(f"reading {ref.describe()} failed: {type(exc).__name__}")
             with done:
                 results[ref] = outcome
@@ -72,3 +75,7 @@ def fetch_all(backend: Backend, refs: Iterable[SecretRef], deadline: float) -> R
         time.monotonic() - started,
     )
     return snapshot
+
+
+def _since(began: float) -> float:
+    return time.monotonic() - began
