@@ -138,8 +138,22 @@ def _add_config_flags(sub: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     redactor = Redactor()
-    with _redacted_stderr(redactor):
+    with _redacted_stderr(redactor), _scoped_logging():
         return _main(argv, redactor)
+
+
+@contextlib.contextmanager
+def _scoped_logging() -> Iterator[None]:
+    """Logging is configured per run and put back afterwards (tests call main() repeatedly)."""
+    root = logging.getLogger()
+    saved = (list(log.handlers), log.level, log.propagate, list(root.handlers))
+    try:
+        yield
+    finally:
+        log.handlers[:], root.handlers[:] = saved[0], saved[3]
+        log.setLevel(saved[1])
+        log.propagate = saved[2]
+        logging.captureWarnings(False)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 Results = dict[SecretRef, SecretData | BackendError]
 
+_MAX_WAIT = 3600.0
+
 
 def fetch_all(backend: Backend, refs: Iterable[SecretRef], deadline: float) -> Results:
     """Return data or the error for every ref; `deadline` is a `time.monotonic()` instant."""
@@ -63,7 +65,7 @@ def fetch_all(backend: Backend, refs: Iterable[SecretRef], deadline: float) -> R
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            done.wait(remaining)
+            done.wait(min(remaining, _MAX_WAIT))  # an infinite deadline cannot be waited on
         snapshot = dict(results)
     for ref in pending:
         if ref not in snapshot:

@@ -26,6 +26,8 @@ STDIN_NAME = "<stdin>"
 
 # `kind:` at column 0 and its value (block-style YAML only; anything else is parsed).
 _TOP_LEVEL_KIND = re.compile(r"^kind:[ \t]*([^ \t\r\n#]+)", re.MULTILINE)
+# Helm starts each rendered document with `# Source: <chart>/templates/<file>`.
+_HELM_SOURCE = re.compile(r"\A\s*# Source: ([^\n]+?)\s*$", re.MULTILINE)
 _SECRET_SPELLINGS = frozenset({"Secret", '"Secret"', "'Secret'"})
 
 
@@ -40,7 +42,12 @@ class RawDocument:
     is_json: bool
 
     def where(self) -> str:
-        return f"{self.source} (document {self.index}, line {self.line})"
+        return f"{self.origin()} (document {self.index}, line {self.line})"
+
+    def origin(self) -> str:
+        """The stream's name, plus the template Helm says the document came from."""
+        found = _HELM_SOURCE.match(self.text)
+        return f"{self.source} {found.group(1)}" if found else self.source
 
 
 @dataclass
@@ -54,7 +61,7 @@ class Document:
     _where: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._where = f"{self.raw.source} (document {self.raw.index}, {self.label})"
+        self._where = f"{self.raw.origin()} (document {self.raw.index}, {self.label})"
 
     @property
     def kind(self) -> str:
