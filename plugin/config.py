@@ -302,17 +302,22 @@ def _normalise(raw: object, origin: str) -> dict[str, str]:
     return values
 
 
-def _read_config_file(path: str) -> dict[str, str]:
-    origin = f"config file {path}"
+def read_text_file(path: str, what: str) -> str:
+    """An operator's file as text; errors name `what` (never the content)."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
-        raise ConfigError(f"cannot read {origin}: {exc.strerror or type(exc).__name__}") from None
+        raise ConfigError(f"cannot read {what}: {exc.strerror or type(exc).__name__}") from None
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ConfigError(f"{origin} is not UTF-8 text") from None
+        raise ConfigError(f"{what} is not UTF-8 text") from None
+
+
+def _read_config_file(path: str) -> dict[str, str]:
+    origin = f"config file {path}"
+    text = read_text_file(path, origin)
     suffix = os.path.splitext(path)[1].lower()
     # Parser messages are reduced to positions: the text around an error may be a secret.
     if suffix == ".json":

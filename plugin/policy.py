@@ -43,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from plugin.config import ARGOCD_ENV_PREFIX
+from plugin.config import ARGOCD_ENV_PREFIX, read_text_file
 from plugin.errors import ConfigError
 from plugin.yamlutil import Loader
 
@@ -178,16 +178,7 @@ class TenantPolicy:
     @classmethod
     def load(cls, path: str) -> TenantPolicy:
         what = f"the tenant policy {path} ({POLICY_ENV})"
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {what}: {exc.strerror or type(exc).__name__}") from None
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise ConfigError(f"{what} is not UTF-8 text") from None
-        return cls.parse(text, what)
+        return cls.parse(read_text_file(path, what), what)
 
     @classmethod
     def parse(cls, text: str, source: str = "the tenant policy") -> TenantPolicy:

@@ -38,6 +38,13 @@ def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
 Dumper.add_representer(str, _represent_str)
 
 
+class NoAnchorsDumper(Dumper):
+    """For files people read (values.yaml): shared objects are written out in full."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def load_one(text: str) -> Any:
     """Parse a single YAML document (raises yaml.YAMLError)."""
     return yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader subclass
@@ -47,12 +54,15 @@ def load_all(text: str) -> Iterator[Any]:
     return yaml.load_all(text, Loader=Loader)
 
 
-def dump(document: Any) -> str:
-    """Serialise one document; order of keys is kept as it is."""
+def dump(document: Any, *, sort_keys: bool = False, anchors: bool = True) -> str:
+    """Serialise one document: key order kept (unless `sort_keys`), no line folding.
+
+    With `anchors`, objects shared through YAML aliases stay shared (an alias bomb stays small).
+    """
     text: str = yaml.dump(
         document,
-        Dumper=Dumper,
-        sort_keys=False,
+        Dumper=Dumper if anchors else NoAnchorsDumper,
+        sort_keys=sort_keys,
         default_flow_style=False,
         allow_unicode=True,
         width=1_000_000,

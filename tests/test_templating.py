@@ -9,13 +9,10 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given
-from hypothesis import strategies as st
 
 from plugin.errors import RenderError
 from plugin.render.templating import (
     RenderReport,
-    _dump_yaml,
     build_context,
     render_app_dir,
 )
@@ -692,29 +689,6 @@ def test_rendering_is_deterministic(tmp_path: Path) -> None:
 
 # PyYAML itself cannot round-trip the Unicode line separators NEL, LS and PS in plain or
 # quoted scalars (a limitation Ansible shares); everything else must survive.
-_text = st.text(
-    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x85\u2028\u2029"),
-    max_size=12,
-)
-_data = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), _text),
-    lambda children: st.one_of(
-        st.lists(children, max_size=3), st.dictionaries(_text, children, max_size=3)
-    ),
-    max_leaves=12,
-)
-
-
-@given(st.dictionaries(_text, _data, max_size=4))
-def test_values_yaml_round_trips(data: dict[str, Any]) -> None:
-    assert yaml.safe_load(_dump_yaml(data, sort_keys=False)) == data
-
-
-def test_values_yaml_has_no_aliases() -> None:
-    shared = {"k": [1]}
-    text = _dump_yaml({"a": shared, "b": shared}, sort_keys=False)
-    assert "&" not in text
-    assert "*" not in text
 
 
 def test_report_paths_are_relative_posix(tmp_path: Path) -> None:

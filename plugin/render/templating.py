@@ -81,6 +81,7 @@ import yaml
 from plugin.errors import RenderError
 from plugin.render.jinja_env import create_environment, render_template
 from plugin.render.merge import combine, deep_merge
+from plugin.yamlutil import dump
 
 __all__ = [
     "ENV_PREFIX",
@@ -101,7 +102,6 @@ _SKIPPED_TOP_DIRS: Final = frozenset({"charts", "files", _VALUES_DIR})
 _CHART_VERSION_KEYS: Final = frozenset({"version", "appVersion", "kubeVersion"})
 _NUMERIC_TAGS: Final = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
 _STR_TAG: Final = "tag:yaml.org,2002:str"
-_NO_LINE_FOLDING: Final = 1 << 30
 
 _YAML_LOADER: Final[type[yaml.SafeLoader]] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -327,7 +327,7 @@ class _Run:
                 )
             merged = deep_merge(merged, data)
             self.fragments.append(rel)
-        _write_text(values_file, _dump_yaml(merged, sort_keys=False))
+        _write_text(values_file, dump(merged, anchors=False))
         self.merged_values_file = values_file.absolute()
 
     def remove_sources(self, sources: list[str], values_dir: Path) -> None:
@@ -408,7 +408,7 @@ def _canonical_chart(text: str, label: str, warnings: list[str]) -> str:
         raise RenderError(_yaml_error(exc, label, rendered=True)) from None
     finally:
         loader.dispose()
-    return _dump_yaml(data, sort_keys=True)
+    return dump(data, sort_keys=True, anchors=False)
 
 
 def _pairs(node: yaml.Node) -> Iterator[tuple[str, yaml.Node]]:
@@ -469,34 +469,6 @@ def _yaml_error(exc: yaml.YAMLError, label: str, *, rendered: bool) -> str:
         problem = exc.problem or exc.context or "invalid YAML"
         return f"{label}:{exc.problem_mark.line + 1}: invalid YAML{where}: {problem}"
     return f"{label}: invalid YAML{where}: {exc}"
-
-
-class _OutputDumper(yaml.SafeDumper):
-    """Safe dumper without anchors/aliases, writing multi-line strings as ``|`` blocks."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    # The emitter falls back to a quoted style when a block scalar cannot hold the text.
-    return dumper.represent_scalar(_STR_TAG, data, style="|" if "\n" in data else None)
-
-
-_OutputDumper.add_representer(str, _represent_str)
-
-
-def _dump_yaml(data: Any, *, sort_keys: bool) -> str:
-    text: str = yaml.dump(
-        data,
-        Dumper=_OutputDumper,
-        default_flow_style=False,
-        allow_unicode=True,
-        sort_keys=sort_keys,
-        indent=2,
-        width=_NO_LINE_FOLDING,
-    )
-    return text
 
 
 def _a(value: Any) -> str:
