@@ -188,3 +188,17 @@ def test_kustomize_binary_choice(tmp_path: Path) -> None:
     assert kustomize_command(["k", "build"], Path("."), True, "/h") == [
         "k", "build", ".", "--enable-helm", "--helm-command", "/h",
     ]  # fmt: skip
+
+
+def test_relative_kustomize_bin_becomes_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kustomize may run from a scratch copy, so `.tools/bin/kustomize` must not stay relative."""
+    from plugin.render.kustomize import kustomize_base_command
+
+    (tmp_path / "bin").mkdir()
+    kustomize = tmp_path / "bin" / "kustomize"
+    kustomize.write_text("#!/bin/sh\n")
+    kustomize.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    assert kustomize_base_command({"KUSTOMIZE_BIN": "bin/kustomize"}) == [str(kustomize), "build"]

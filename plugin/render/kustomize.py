@@ -18,21 +18,24 @@ from plugin.errors import RenderError
 
 
 def kustomize_base_command(environ: Mapping[str, str]) -> list[str]:
-    """`[kustomize, build]` or `[kubectl, kustomize]`."""
+    """`[kustomize, build]` or `[kubectl, kustomize]`, as absolute paths.
+
+    Kustomize may run from a scratch copy: a relative KUSTOMIZE_BIN (or PATH entry) must not
+    change meaning there.
+    """
     configured = environ.get("KUSTOMIZE_BIN", "").strip()
     if configured:
         found = shutil.which(configured)
         if found is None:
             raise RenderError(f"KUSTOMIZE_BIN={configured} is not an executable program")
-        if os.path.basename(found).startswith("kubectl"):
-            return [found, "kustomize"]
-        return [found, "build"]
+        verb = "kustomize" if os.path.basename(found).startswith("kubectl") else "build"
+        return [os.path.abspath(found), verb]
     found = shutil.which("kustomize", path=environ.get("PATH"))
     if found is not None:
-        return [found, "build"]
+        return [os.path.abspath(found), "build"]
     found = shutil.which("kubectl", path=environ.get("PATH"))
     if found is not None:
-        return [found, "kustomize"]
+        return [os.path.abspath(found), "kustomize"]
     raise RenderError("neither kustomize nor kubectl was found (install one or set KUSTOMIZE_BIN)")
 
 
