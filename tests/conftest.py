@@ -209,6 +209,28 @@ def wait_until(
     raise RuntimeError(f"{what} not ready after {timeout:.0f}s")
 
 
+def start_server(
+    argv: list[str], env: Mapping[str, str], cwd: Path, log_path: Path, ready: Callable[[], bool]
+) -> subprocess.Popen[bytes]:
+    """Start a loopback server logging to `log_path` and wait until `ready()`; stop it if not."""
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(ready, proc, Path(argv[0]).name)
+    except RuntimeError:
+        stop_process(proc)
+        raise
+    return proc
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_", "AVP_", "OTEL_"))
@@ -246,27 +268,17 @@ class OpenBao:
         for attempt in range(1, attempts + 1):
             self.port = free_port()
             self.addr = f"http://127.0.0.1:{self.port}"
-            with self.log_path.open("ab") as log:
-                self._proc = subprocess.Popen(
-                    [
-                        self.binary,
-                        "server",
-                        "-dev",
-                        f"-dev-listen-address=127.0.0.1:{self.port}",
-                        "-dev-no-store-token",
-                    ],
-                    env=env,
-                    cwd=self.workdir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            argv = [
+                self.binary,
+                "server",
+                "-dev",
+                f"-dev-listen-address=127.0.0.1:{self.port}",
+                "-dev-no-store-token",
+            ]
             try:
-                wait_until(self._healthy, self._proc, "OpenBao")
+                self._proc = start_server(argv, env, self.workdir, self.log_path, self._healthy)
                 break
             except RuntimeError as err:
-                stop_process(self._proc)
                 if attempt == attempts:
                     tail = log_tail(self.log_path, redact=self.root_token)
                     raise RuntimeError(f"{err}; log {self.log_path}:\n{tail}") from None
@@ -527,21 +539,11 @@ class OciRegistry:
             config_path = self.workdir / "config.yml"
             config_path.write_text(yaml.safe_dump(config))
             env = clean_env(OTEL_TRACES_EXPORTER="none", OTEL_SDK_DISABLED="true")
-            with self.log_path.open("ab") as log:
-                self._proc = subprocess.Popen(
-                    [self.binary, "serve", str(config_path)],
-                    env=env,
-                    cwd=self.workdir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            argv = [self.binary, "serve", str(config_path)]
             try:
-                wait_until(self._ready, self._proc, "registry")
+                self._proc = start_server(argv, env, self.workdir, self.log_path, self._ready)
                 return
             except RuntimeError as err:
-                stop_process(self._proc)
                 if attempt == attempts:
                     tail = log_tail(self.log_path)
                     raise RuntimeError(f"{err}; log {self.log_path}:\n{tail}") from None
