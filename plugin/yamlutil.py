@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from plugin import fastyaml
+
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
@@ -58,7 +60,12 @@ def dump(document: Any, *, sort_keys: bool = False, anchors: bool = True) -> str
     """Serialise one document: key order kept (unless `sort_keys`), no line folding.
 
     With `anchors`, objects shared through YAML aliases stay shared (an alias bomb stays small).
+    Plain manifests take the fast writer; anything unusual goes through PyYAML.
     """
+    if not sort_keys:
+        fast = fastyaml.dump(document)
+        if fast is not None:
+            return fast
     text: str = yaml.dump(
         document,
         Dumper=Dumper if anchors else NoAnchorsDumper,
