@@ -11,6 +11,7 @@ when it spans lines, otherwise double-quoted.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -109,8 +110,17 @@ def _scalar_text(value: Any) -> str:
         return "[]"
     if not isinstance(value, str):
         raise _UnsupportedError  # floats and anything else: PyYAML knows the YAML 1.1 spellings
-    if _PRINTABLE_LINE.fullmatch(value) is None:
+    text = _string_text(value)
+    if text is None:
         raise _UnsupportedError
+    return text
+
+
+@functools.lru_cache(maxsize=16384)
+def _string_text(value: str) -> str | None:
+    """Keys and values repeat across manifests: decide each spelling once."""
+    if _PRINTABLE_LINE.fullmatch(value) is None:
+        return None
     if _is_plain(value):
         return value
     return json.dumps(value)  # printable ASCII: JSON's escapes are valid YAML double-quoted
