@@ -18,6 +18,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
 
@@ -315,6 +316,18 @@ def read_text_file(path: str, what: str) -> str:
         raise ConfigError(f"{what} is not UTF-8 text") from None
 
 
+def load_operator_yaml(text: str, what: str) -> Any:
+    """Parse an operator's YAML file; errors give positions only (the text may be secret)."""
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{what} is not valid YAML{where}") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{what} is not valid YAML") from None
+
+
 def _read_config_file(path: str) -> dict[str, str]:
     origin = f"config file {path}"
     text = read_text_file(path, origin)
@@ -335,14 +348,7 @@ def _read_config_file(path: str) -> dict[str, str]:
     elif suffix in {".env", ".dotenv"}:
         raw = _parse_dotenv(text, origin)
     elif suffix in {".yaml", ".yml", ""}:
-        try:
-            raw = yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            raise ConfigError(f"{origin} is not valid YAML{where}") from None
-        except yaml.YAMLError:
-            raise ConfigError(f"{origin} is not valid YAML") from None
+        raw = load_operator_yaml(text, origin)
     else:
         raise ConfigError(
             f"unsupported config file type {suffix!r} for {path} "

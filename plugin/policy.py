@@ -41,11 +41,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
-from plugin.config import ARGOCD_ENV_PREFIX, read_text_file
+from plugin.config import ARGOCD_ENV_PREFIX, load_operator_yaml, read_text_file
 from plugin.errors import ConfigError
-from plugin.yamlutil import Loader
 
 POLICY_ENV = "PLUGIN_TENANT_POLICY"
 PROJECT_ENV = "ARGOCD_APP_PROJECT_NAME"
@@ -182,14 +179,7 @@ class TenantPolicy:
 
     @classmethod
     def parse(cls, text: str, source: str = "the tenant policy") -> TenantPolicy:
-        try:
-            raw = yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            raise ConfigError(f"{source} is not valid YAML{where}") from None
-        except yaml.YAMLError:
-            raise ConfigError(f"{source} is not valid YAML") from None
+        raw = load_operator_yaml(text, source)
         if not isinstance(raw, dict) or set(raw) - {"projects"}:
             raise ConfigError(f"{source} must be a mapping with a single key 'projects'")
         items = raw.get("projects")
