@@ -8,7 +8,7 @@ Workload: 20,000 placeholders over 200 distinct KV v2 paths (100 placeholders pe
       for inline placeholders, spec section 8), i.e. 20,000 GETs. With `--baseline-sample N`
       only N GETs are timed and the total is extrapolated linearly (reported as such).
 
-Both use the real backend (`plugin.backends.vault`) over loopback HTTP; requests are counted
+Both use the real backend (`plugin.secrets.vault.backend`) over loopback HTTP; requests are counted
 by the backend's transport. OpenBao is started from BAO_BIN or .tools/bin/bao. Loopback has
 no network latency, so `--rtt-ms R` routes both runs through a loopback proxy that delays each
 request by R ms, as a remote Vault would (the baseline is then sampled: 2,000 GETs).
@@ -31,10 +31,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from plugin.backends.base import SecretRef  # noqa: E402
-from plugin.backends.registry import BackendOptions  # noqa: E402
-from plugin.backends.vault import VaultBackend, make_vault_backend  # noqa: E402
 from plugin.config import Settings  # noqa: E402
+from plugin.secrets.base import SecretRef  # noqa: E402
+from plugin.secrets.registry import BackendOptions  # noqa: E402
+from plugin.secrets.vault.backend import VaultBackend, make_vault_backend  # noqa: E402
 from tests.conftest import OpenBao, find_tool  # noqa: E402
 from tests.integration.test_vault_support import FaultProxy, RootAPI  # noqa: E402
 

@@ -10,11 +10,11 @@ succeeded; every failure is one clean `Error: …` block on stderr with exit
 code 1 (2 for usage errors, 143 after SIGTERM). Nothing printed ever contains a secret value:
 for the whole run stderr (error messages, log records, warnings, renderer output) goes through
 one `Redactor` that learns every secret fetched, every resolved value and the credentials of
-the configuration (see `plugin.redact`); `plugin check` output is redacted as well.
+the configuration (see `plugin.security.redact`); `plugin check` output is redacted as well.
 A directory render that produces no manifest at all fails unless `ALLOW_EMPTY=true` (or
 `--allow-empty`): an empty render plus auto-sync prune would delete the application.
 
-Tenant policy (`plugin.policy`): when the sidecar sets `PLUGIN_TENANT_POLICY`, the
+Tenant policy (`plugin.security.policy`): when the sidecar sets `PLUGIN_TENANT_POLICY`, the
 application's project must have a rule, may only set the application settings the rule
 allows, logs in with the rule's Vault identity and may only read the rule's paths.
 """
@@ -35,12 +35,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from plugin import __version__, manifests
-from plugin.argocd import AppRequest, announcements, app_request
-from plugin.backends.base import Backend
-from plugin.backends.registry import BackendOptions, make_backend
+from plugin import __version__
+from plugin.argocd.request import AppRequest, announcements, app_request
 from plugin.config import Settings, load_settings
-from plugin.engine import (
+from plugin.errors import ConfigError, InputError, PluginError, RenderError, UsageError
+from plugin.manifests import reader
+from plugin.manifests.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_SETTING, format_size, parse_size
+from plugin.placeholders.engine import (
     BackendFactory,
     EngineOptions,
     InputStream,
@@ -50,14 +51,14 @@ from plugin.engine import (
     load,
     resolve,
 )
-from plugin.errors import ConfigError, InputError, PluginError, RenderError, UsageError
-from plugin.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_SETTING, format_size, parse_size
-from plugin.policy import Decision
-from plugin.policy import apply as apply_policy
-from plugin.redact import RedactingFormatter, RedactingStream, Redactor
+from plugin.placeholders.substitute import Rules, Site
 from plugin.render import detect
-from plugin.render.run import Deadline, TerminatedError, install_signal_handlers
-from plugin.substitute import Rules, Site
+from plugin.render.process import Deadline, TerminatedError, install_signal_handlers
+from plugin.secrets.base import Backend, BackendOptions
+from plugin.secrets.registry import make_backend
+from plugin.security.policy import Decision
+from plugin.security.policy import apply as apply_policy
+from plugin.security.redact import RedactingFormatter, RedactingStream, Redactor
 
 log = logging.getLogger("plugin")
 
@@ -434,7 +435,7 @@ def _parameters(app_dir: Path, include_static: bool, out: TextIO) -> int:
                     raise InputError("values.yaml leads outside the repository")
                 if values_file.stat().st_size > DEFAULT_MAX_INPUT:
                     raise InputError("values.yaml is too large")
-                from plugin.yamlutil import load_one
+                from plugin.manifests.yamlio import load_one
 
                 flat = helm.flatten_values(load_one(values_file.read_text(encoding="utf-8")))
         except Exception:  # an announcement must not fail on a bad values.yaml
@@ -472,18 +473,16 @@ def _read_input(
             data = stdin.read(max_bytes + 1).encode()
         if len(data) > max_bytes:
             raise InputError(
-                f"{manifests.STDIN_NAME} is larger than {format_size(max_bytes)} "
+                f"{reader.STDIN_NAME} is larger than {format_size(max_bytes)} "
                 f"({MAX_INPUT_SETTING}); refused"
             )
         try:
-            return [InputStream(manifests.STDIN_NAME, data.decode("utf-8"))], False
+            return [InputStream(reader.STDIN_NAME, data.decode("utf-8"))], False
         except UnicodeDecodeError as exc:
-            raise InputError(
-                f"{manifests.STDIN_NAME} is not valid UTF-8 (byte {exc.start})"
-            ) from None
+            raise InputError(f"{reader.STDIN_NAME} is not valid UTF-8 (byte {exc.start})") from None
     root = Path(path)
-    files = manifests.discover(root)
-    return manifests.read_files(files, root, max_bytes), True
+    files = reader.discover(root)
+    return reader.read_files(files, root, max_bytes), True
 
 
 def _path_validation(settings: Settings) -> re.Pattern[str] | None:

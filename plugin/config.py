@@ -1,7 +1,7 @@
 """Configuration lookup with AVP's precedence, remembering where each value came from.
 
 Precedence (highest first): the operator's tenant policy rule for the application's
-project (`overrides`, see `plugin.policy`), `ARGOCD_ENV_<KEY>` (Argo CD application
+project (`overrides`, see `plugin.security.policy`), `ARGOCD_ENV_<KEY>` (Argo CD application
 settings), the process environment, a config file (`-c`) or Kubernetes Secret (`-s`),
 then built-in defaults. Empty strings count as unset, as in AVP (viper).
 Every value is kept with its origin so configuration errors can say which
@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from plugin.errors import ConfigError
-from plugin.yamlutil import Loader
+from plugin.manifests.yamlio import Loader
 
 ARGOCD_ENV_PREFIX = "ARGOCD_ENV_"
 

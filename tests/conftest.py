@@ -28,6 +28,8 @@ import pytest
 import requests
 import yaml
 
+from tests.kube_fixture import kube_api  # noqa: F401  (real kube-apiserver + etcd)
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = ROOT / ".tools" / "bin"
 CHARTS_DIR = Path(__file__).resolve().parent / "charts"
@@ -53,6 +55,7 @@ INTEGRATION_FIXTURES = frozenset(
         "openbao",
         "chart_repo",
         "oci_registry",
+        "kube_api",
     }
 )
 

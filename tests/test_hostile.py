@@ -1,11 +1,11 @@
 """Hostile input: bounded time and memory, a clear error, and nothing secret on stderr.
 
 Covered elsewhere (and listed in docs/security.md): alias bombs and nesting bombs
-(tests/test_substitute.py, tests/test_manifests.py), NUL bytes and invalid UTF-8
-(tests/test_manifests.py, tests/test_cli.py), parser/modifier/JSONPath property tests
-(tests/test_placeholders.py, tests/test_modifiers.py, tests/test_jsonpath.py), the Jinja2
-sandbox (tests/test_jinja_env.py), values files, --set-file and context files leaving the
-repository (tests/test_helm_command.py, tests/test_templating.py).
+(tests/placeholders/test_substitute.py, tests/manifests/test_reader.py), NUL bytes and invalid
+UTF-8 (tests/manifests/test_reader.py, tests/test_cli.py), parser/modifier/JSONPath property
+tests (tests/placeholders/test_grammar.py, test_modifiers.py, test_jsonpath.py), the Jinja2
+sandbox (tests/templating/test_environment.py), values files, --set-file and context files
+leaving the repository (tests/render/test_helm.py, tests/templating/test_appdir.py).
 """
 
 from __future__ import annotations
@@ -25,18 +25,18 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plugin import manifests
-from plugin.backends.file import FileBackend
-from plugin.engine import EngineOptions, InputStream, generate, load, resolve
 from plugin.errors import InputError, JSONPathError, ModifierError, PluginError, RenderError
-from plugin.jsonpath import execute
-from plugin.modifiers import apply
-from plugin.redact import Redactor
+from plugin.manifests import reader
+from plugin.manifests.yamlio import dump, load_all, load_one
+from plugin.placeholders.engine import EngineOptions, InputStream, generate, load, resolve
+from plugin.placeholders.jsonpath import execute
+from plugin.placeholders.modifiers import apply
+from plugin.placeholders.substitute import Rules
 from plugin.render import kustomize
 from plugin.render.dependencies import copy_tree
 from plugin.render.values_secrets import SharedReads
-from plugin.substitute import Rules
-from plugin.yamlutil import dump, load_all, load_one
+from plugin.secrets.file import FileBackend
+from plugin.security.redact import Redactor
 from tests.conformance import REPO_ROOT, clean_environment, run_plugin
 
 CANARY = "canary-hostile-Rt5v9Qa"
@@ -319,7 +319,7 @@ def test_symlinked_directories_are_not_followed(tmp_path: Path) -> None:
     app.mkdir()
     (app / "a.yaml").write_text("kind: ConfigMap\n")
     os.symlink(outside, app / "linked")
-    assert manifests.discover(app) == [app / "a.yaml"]
+    assert reader.discover(app) == [app / "a.yaml"]
 
 
 def test_chart_copies_refuse_symlinks_leading_outside(tmp_path: Path) -> None:

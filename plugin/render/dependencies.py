@@ -47,10 +47,10 @@ import yaml
 
 from plugin.config import parse_bool, parse_duration_seconds
 from plugin.errors import ConfigError, RenderError
-from plugin.redact import Redactor
+from plugin.manifests.yamlio import Loader
 from plugin.render import semver
-from plugin.render.run import Deadline, run
-from plugin.yamlutil import Loader
+from plugin.render.process import Deadline, run
+from plugin.security.redact import Redactor
 
 if TYPE_CHECKING:
     import ssl

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from plugin.errors import ConfigError
-from plugin.yamlutil import Loader
+from plugin.manifests.yamlio import Loader
 
 #: Flags taking a value: canonical name -> accepted spellings.
 _VALUE_FLAGS: Mapping[str, tuple[str, ...]] = {

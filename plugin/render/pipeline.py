@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plugin.argocd import AppRequest
+from plugin.argocd.request import AppRequest
 from plugin.errors import RenderError
-from plugin.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_SETTING, InputStream, format_size
-from plugin.redact import Redactor
+from plugin.manifests.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_SETTING, InputStream, format_size
+from plugin.manifests.yamlio import dump, load_one
 from plugin.render import dependencies, detect, helm, kustomize, plain
-from plugin.render.run import Deadline, child_environment, run
+from plugin.render.process import Deadline, child_environment, run
 from plugin.render.values_secrets import SharedReads
-from plugin.yamlutil import dump, load_one
+from plugin.security.redact import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +134,14 @@ def render(app_dir: Path, ctx: RenderContext) -> RenderResult:
 
 
 def _templating(app_dir: Path, work: Path, repo_root: Path, ctx: RenderContext) -> Path | None:
-    from plugin.render import templating
+    from plugin.templating import appdir
 
     started = time.monotonic()
     ctx.deadline.check("Jinja2 templating")
-    context = templating.build_context(
+    context = appdir.build_context(
         repo_root, app_dir, list(ctx.request.context_files), _template_environ(ctx)
     )
-    report = templating.render_app_dir(work, context, root=work)
+    report = appdir.render_app_dir(work, context, root=work)
     for warning in report.warnings:
         log.warning("%s", warning)
     took = time.monotonic() - started

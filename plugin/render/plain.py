@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plugin import manifests
-from plugin.inputs import InputStream
+from plugin.manifests import reader
+from plugin.manifests.inputs import InputStream
 
 
 def read_directory(
@@ -21,6 +21,6 @@ def read_directory(
     confine: Path | None = None,
     max_bytes: int | None = None,
 ) -> list[InputStream]:
-    files = manifests.discover(app_dir, confine)
+    files = reader.discover(app_dir, confine)
     root = display_root if display_root is not None else app_dir
-    return manifests.read_files(files, root, max_bytes)
+    return reader.read_files(files, root, max_bytes)

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from plugin.backends.base import Backend, SecretData, SecretRef
-from plugin.engine import BackendFactory, ResolutionError, remember_values
 from plugin.errors import BackendError
-from plugin.fetch import Results, fetch_all
-from plugin.manifests import Document, RawDocument
-from plugin.substitute import Rules, Site, plan, substitute
+from plugin.manifests.reader import Document, RawDocument
+from plugin.placeholders.engine import BackendFactory, ResolutionError, remember_values
+from plugin.placeholders.substitute import Rules, Site, plan, substitute
+from plugin.secrets.base import Backend, SecretData, SecretRef
+from plugin.secrets.fetch import Results, fetch_all
 
 VALUES_KIND = "HelmValues"
 

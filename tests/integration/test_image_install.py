@@ -30,7 +30,7 @@ import yaml
 from plugin import __version__
 from tests.cmp_harness import App, CmpServer
 from tests.conftest import unavailable
-from tests.test_dockerfile import PLUGIN_YAML_PATH, final
+from tests.project.test_dockerfile import PLUGIN_YAML_PATH, final
 
 pytestmark = pytest.mark.integration
 

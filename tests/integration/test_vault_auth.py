@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from plugin.backends.base import SecretRef
 from plugin.errors import BackendError, ConfigError
+from plugin.secrets.base import SecretRef
 from tests.conftest import OpenBao, free_port, log_tail, stop_process, wait_until
 from tests.integration.test_vault_support import (
     Pki,

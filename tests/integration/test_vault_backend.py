@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from plugin.backends.base import SecretRef
-from plugin.backends.vault import VaultBackend
 from plugin.errors import BackendError, MissingPathError
+from plugin.secrets.base import SecretRef
+from plugin.secrets.vault.backend import VaultBackend
 from tests.conftest import OpenBao
 from tests.integration.test_vault_support import RootAPI, unique, vault_backend
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from plugin.backends.base import SecretRef
 from plugin.errors import BackendError
+from plugin.secrets.base import SecretRef
 from tests.conftest import OpenBao, require_tool
 from tests.integration.test_vault_support import FaultProxy, RootAPI, unique, vault_backend
 

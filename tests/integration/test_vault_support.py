@@ -25,9 +25,9 @@ from typing import Any
 
 import requests
 
-from plugin.backends.registry import BackendOptions
-from plugin.backends.vault import VaultBackend, make_vault_backend
 from plugin.config import Settings
+from plugin.secrets.registry import BackendOptions
+from plugin.secrets.vault.backend import VaultBackend, make_vault_backend
 
 OPENSSL_CONFIG = """\
 [req]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin.backends.base import SecretRef
+from plugin.secrets.base import SecretRef
 from tests.conftest import OpenBao
 from tests.integration.test_vault_support import RootAPI, unique, vault_backend
 
@@ -62,9 +62,9 @@ def env_for(openbao: OpenBao, role_id: str, secret_id: str, cache: Path | None) 
 SNIPPET = textwrap.dedent(
     """
     import hashlib, os, sys, time
-    from plugin.backends.base import SecretRef
-    from plugin.backends.registry import BackendOptions
-    from plugin.backends.vault import make_vault_backend
+    from plugin.secrets.base import SecretRef
+    from plugin.secrets.registry import BackendOptions
+    from plugin.secrets.vault.backend import make_vault_backend
     from plugin.config import load_settings
     start = float(sys.argv[1])
     backend = make_vault_backend(load_settings(os.environ), BackendOptions())

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from plugin.render import templating
+from plugin.templating import appdir
 from tests.cmp_harness import DEFAULT_API_VERSIONS, ROOT, App, CmpServer, Result, sidecar_env
 
 EXAMPLES = ROOT / "examples"
@@ -99,7 +99,7 @@ def variant(
 
 def jinja_stage(
     tmp_path: Path, app: str, cluster: str, repo: Path = EXAMPLES
-) -> tuple[templating.RenderReport, Path]:
+) -> tuple[appdir.RenderReport, Path]:
     """Only the Jinja2 stage, on a copy of the app: (report, rendered app directory)."""
     work = tmp_path / f"jinja-{app}-{cluster}"
     shutil.copytree(repo / "apps" / app, work)
@@ -107,10 +107,10 @@ def jinja_stage(
         "ARGOCD_APP_NAME": f"{ENV_NAMES.get(cluster, cluster)}-dso-{app}",
         "ARGOCD_APP_NAMESPACE": f"dso-{app}",
     }
-    context = templating.build_context(
+    context = appdir.build_context(
         repo, repo / "apps" / app, [f"/clusters/{cluster}.yaml"], environ
     )
-    return templating.render_app_dir(work, context, root=work), work
+    return appdir.render_app_dir(work, context, root=work), work
 
 
 def merged_values(tmp_path: Path, app: str, cluster: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plugin.argocd import PARAMETERS
+from plugin.argocd.request import PARAMETERS
 from tests.cmp_harness import PLUGIN_WITH_DISCOVERY_YAML, PLUGIN_YAML, App
 from tests.integration.cmp.conftest import SECRETS, SidecarFactory, write
 from tests.integration.cmp.test_cmp_helm import simple_chart

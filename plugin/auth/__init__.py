@@ -1,1 +1,0 @@
-"""Authentication to secret stores (one sub-package per store)."""

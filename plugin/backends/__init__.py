@@ -1,1 +1,0 @@
-"""Secret stores. One module per store, all behind the small `Backend` protocol."""

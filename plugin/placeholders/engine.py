@@ -1,0 +1,219 @@
+"""The placeholder engine: parse -> plan -> fetch -> substitute -> emit.
+
+Renderers (Helm, Kustomize, plain directories, Jinja2) produce `InputStream`s
+of YAML/JSON text; the engine turns them into one output YAML stream in which
+every placeholder is resolved, or raises `PluginError` and produces nothing.
+The backend is created (and logs in) only when some placeholder needs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from plugin.errors import BackendError, InputError, PluginError
+from plugin.manifests import reader
+from plugin.manifests.inputs import MAX_PARSED_DOCUMENT, InputStream, format_size
+from plugin.manifests.reader import Document
+from plugin.manifests.yamlio import dump
+from plugin.placeholders.substitute import Job, Rules, Site, plan, substitute
+from plugin.secrets.base import Backend, SecretRef
+from plugin.secrets.fetch import Results, fetch_all
+
+log = logging.getLogger(__name__)
+
+BackendFactory = Callable[[], Backend]
+
+__all__ = ["EngineOptions", "InputStream", "Outcome", "ResolutionError", "generate", "resolve"]
+
+
+class ResolutionError(PluginError):
+    """Some placeholders could not be resolved; `sites` lists them in document order."""
+
+    #: At most this many sites are listed in the message (Argo CD shows and caches it).
+    MAX_LISTED = 100
+
+    def __init__(self, sites: Sequence[Site]) -> None:
+        self.sites = list(sites)
+        count = len(self.sites)
+        noun = "placeholder" if count == 1 else "placeholders"
+        lines = [f"{count} {noun} could not be resolved:"]
+        lines.extend(f"  {site.message()}" for site in self.sites[: self.MAX_LISTED])
+        if count > self.MAX_LISTED:
+            lines.append(f"  … and {count - self.MAX_LISTED} more (run `plugin check` for all)")
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    rules: Rules = field(default_factory=Rules)
+    #: `time.monotonic()` instant after which reads fail.
+    deadline: float = float("inf")
+    #: Documents that are not Kubernetes objects: skip (directories) or fail (streams).
+    skip_non_manifests: bool = True
+    #: Ask the backend why a read was refused (`plugin check`).
+    explain_denials: bool = False
+
+
+@dataclass
+class Outcome:
+    """Everything one run found: the documents (resolved in place) and every placeholder site."""
+
+    documents: list[Document]
+    jobs: list[Job]
+    sites: list[Site]
+
+    @property
+    def failures(self) -> list[Site]:
+        return [site for site in self.sites if site.status.failed]
+
+
+def load(streams: Sequence[InputStream], skip_non_manifests: bool) -> list[Document]:
+    """Split and (where needed) parse every stream; all input errors are reported together."""
+    documents: list[Document] = []
+    problems: list[str] = []
+    for stream in streams:
+        try:
+            raws = list(reader.split(stream))
+            to_parse = [raw for raw in raws if reader.needs_parsing(raw)]
+            for raw in to_parse:
+                if len(raw.text) > MAX_PARSED_DOCUMENT:
+                    raise InputError(
+                        f"{raw.where()}: the document is {format_size(len(raw.text))}, larger "
+                        f"than any Kubernetes object can be ({format_size(MAX_PARSED_DOCUMENT)} "
+                        "at most); refused"
+                    )
+            parsed = dict(zip(map(id, to_parse), reader.parse_many(to_parse), strict=True))
+            for raw in raws:
+                if id(raw) not in parsed:
+                    documents.append(Document(raw, None))
+                    continue
+                document = _checked_document(raw, parsed[id(raw)], skip_non_manifests)
+                if document is not None:
+                    documents.append(document)
+        except InputError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise InputError("\n".join(problems))
+    return documents
+
+
+def _checked_document(
+    raw: reader.RawDocument, content: Any, skip_non_manifests: bool
+) -> Document | None:
+    """Keep Kubernetes objects; skip or refuse anything else."""
+    if content is None:
+        return None
+    if isinstance(content, dict) and isinstance(content.get("kind"), str) and content["kind"]:
+        return Document(raw, content)
+    if skip_non_manifests:
+        log.debug("%s: not a Kubernetes object (no kind), skipped", raw.where())
+        return None
+    if isinstance(content, dict):
+        raise InputError(f"{raw.where()}: the document has no 'kind', so it is not a manifest")
+    raise InputError(f"{raw.where()}: the document is a {type(content).__name__}, not a manifest")
+
+
+def resolve(
+    documents: list[Document], options: EngineOptions, make_backend: BackendFactory
+) -> Outcome:
+    """Plan all reads, fetch each distinct one once, then substitute in every document."""
+    jobs: list[Job] = []
+    for document in documents:
+        if document.content is not None:
+            with _depth_guard(document):
+                jobs.append(plan(document, options.rules))
+    refs: set[SecretRef] = set().union(*(job.refs for job in jobs)) if jobs else set()
+    results: Results = {}
+    if refs:
+        results = _fetch(refs, options, make_backend)
+    sites: list[Site] = []
+    for job in jobs:
+        with _depth_guard(job.document):
+            sites.extend(substitute(job, results, options.rules))
+    return Outcome(documents, jobs, sites)
+
+
+@contextlib.contextmanager
+def _depth_guard(document: Document) -> Iterator[None]:
+    """Deeply nested block YAML parses fine but exhausts Python's recursion: report it."""
+    try:
+        yield
+    except RecursionError:
+        raise InputError(f"{document.where()}: the document is nested too deeply") from None
+
+
+def _fetch(refs: set[SecretRef], options: EngineOptions, make_backend: BackendFactory) -> Results:
+    started = time.monotonic()
+    backend = make_backend()
+    try:
+        set_deadline = getattr(backend, "set_deadline", None)
+        if callable(set_deadline):
+            set_deadline(options.deadline)  # bounds the login too, not only the reads
+        backend.login()
+        log.debug("backend ready in %.3f s", time.monotonic() - started)
+        results = fetch_all(backend, refs, options.deadline)
+        remember_values(results, options.rules)
+        if options.explain_denials:
+            _explain_denials(backend, results)
+        return results
+    finally:
+        backend.close()
+
+
+def remember_values(results: Results, rules: Rules) -> None:
+    """Teach the run's redactor every value just fetched (before anything can print it)."""
+    if rules.redactor is None:
+        return
+    for data in results.values():
+        if not isinstance(data, BackendError):
+            rules.redactor.add_secret(dict(data))
+
+
+def _explain_denials(backend: Backend, results: Results) -> None:
+    """For `plugin check`: add what the identity may do where a read was refused."""
+    describe = getattr(backend, "describe_access", None)
+    if not callable(describe):
+        return
+    for ref, result in list(results.items()):
+        if isinstance(result, BackendError) and "permission denied" in str(result):
+            try:
+                results[ref] = BackendError(f"{result}; {describe(ref)}")
+            except BackendError as exc:
+                log.debug("could not check capabilities: %s", exc)
+
+
+def emit(outcome: Outcome) -> str:
+    """The output stream: untouched documents byte for byte, changed ones re-serialised."""
+    touched = {id(job.document) for job in outcome.jobs if job.changed}
+    parts: list[str] = []
+    for document in outcome.documents:
+        if document.content is None or id(document) not in touched:
+            text = document.raw.text
+        else:
+            with _depth_guard(document):
+                text = dump(document.content)
+        parts.append(text if text.endswith("\n") else text + "\n")
+    return "---\n".join(parts)
+
+
+def generate(
+    streams: Sequence[InputStream], options: EngineOptions, make_backend: BackendFactory
+) -> str:
+    """Resolve every placeholder of `streams`; return the YAML stream or raise."""
+    documents = load(streams, options.skip_non_manifests)
+    outcome = resolve(documents, options, make_backend)
+    if outcome.failures:
+        raise ResolutionError(outcome.failures)
+    return emit(outcome)
+
+
+def summary(outcome: Outcome) -> Mapping[str, int]:
+    counts: dict[str, int] = {}
+    for site in outcome.sites:
+        counts[site.status.value] = counts.get(site.status.value, 0) + 1
+    return counts

@@ -1,0 +1,428 @@
+"""Walk parsed manifests: first plan every read, then substitute the fetched values.
+
+Both passes visit the same strings in document order: map values, list items
+(nested lists too), and map keys when `avp.kubernetes.io/replace-keys` asks
+for it. Every placeholder occurrence becomes a `Site` with a status, which is
+what `plugin check` prints and what `plugin generate` turns into errors.
+Values are never re-scanned, so a secret that contains `<path:…>` stays as is.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from plugin.errors import BackendError, MissingPathError, ModifierError
+from plugin.manifests.reader import Document
+from plugin.placeholders import annotations as ann
+from plugin.placeholders import grammar, modifiers
+from plugin.placeholders.grammar import Placeholder
+from plugin.secrets.base import SecretData, SecretRef
+from plugin.security.redact import Redactor
+
+FetchResults = Mapping[SecretRef, SecretData | BackendError]
+
+SECRET = "Secret"  # noqa: S105 - a kind name, not a credential
+CONFIG_MAP = "ConfigMap"
+
+
+class Status(StrEnum):
+    OK = "ok"
+    DEFAULTED = "ok (default used)"
+    REMOVED = "removed (missing, remove-missing)"
+    MISSING_PATH = "missing path"
+    MISSING_KEY = "missing key"
+    MODIFIER_ERROR = "modifier error"
+    INVALID = "invalid placeholder"
+    DENIED = "path not allowed"
+    BACKEND_ERROR = "backend error"
+
+    @property
+    def failed(self) -> bool:
+        return self not in (Status.OK, Status.DEFAULTED, Status.REMOVED)
+
+
+@dataclass(frozen=True)
+class Site:
+    """One placeholder occurrence and what became of it (never its value)."""
+
+    document: str
+    field: str
+    placeholder: str
+    status: Status
+    detail: str = ""
+
+    def message(self) -> str:
+        where = f"{self.document}: {self.field}" if self.field else self.document
+        text = f"{where}: {self.placeholder}: {self.status.value}"
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Run-wide settings of the walker."""
+
+    #: AVP_PATH_VALIDATION: every path must match this regular expression.
+    path_validation: re.Pattern[str] | None = None
+    #: The tenant policy's check: why a path is refused, None when it may be read.
+    path_check: Callable[[str], str | None] | None = None
+    #: Learns every value fetched and every value resolved (for redacting messages).
+    redactor: Redactor | None = None
+
+
+@dataclass
+class Job:
+    """One document's plan: its annotations, the reads it needs, document-level problems."""
+
+    document: Document
+    annotations: ann.Annotations
+    refs: set[SecretRef] = field(default_factory=set)
+    annotation_ref: SecretRef | None = None
+    problems: list[Site] = field(default_factory=list)
+    #: Set by the substitution pass when some placeholder was replaced or removed.
+    changed: bool = False
+
+    @property
+    def skipped(self) -> bool:
+        return self.document.content is None or self.annotations.ignore
+
+
+def field_path(path: tuple[str | int, ...]) -> str:
+    """`spec.containers[0].image`; keys that are not simple names are bracket-quoted."""
+    out = "".join(_segment(part) for part in path)
+    return out[1:] if out.startswith(".") else out
+
+
+@functools.lru_cache(maxsize=4096)
+def _segment(part: str | int) -> str:
+    if isinstance(part, int):
+        return f"[{part}]"
+    if _SIMPLE_KEY.fullmatch(part):
+        return f".{part}"
+    return f"[{json.dumps(part)}]"
+
+
+_SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def path_refusal(rules: Rules, path: str) -> str | None:
+    """Why `path` may not be read (AVP_PATH_VALIDATION first, then the tenant policy)."""
+    if rules.path_validation is not None and rules.path_validation.search(path) is None:
+        pattern = rules.path_validation.pattern
+        return f"the path {path} is disallowed by AVP_PATH_VALIDATION {pattern}"
+    if rules.path_check is not None:
+        return rules.path_check(path)
+    return None
+
+
+def path_allowed(rules: Rules, path: str) -> bool:
+    return path_refusal(rules, path) is None
+
+
+def _denied(rules: Rules, path: str) -> str:
+    return path_refusal(rules, path) or f"the path {path} is not allowed"
+
+
+# ---------------------------------------------------------------- planning
+
+
+def plan(document: Document, rules: Rules) -> Job:
+    """Collect the distinct reads a document needs; check its annotations."""
+    content = document.content
+    job = Job(document, ann.read(content) if content is not None else ann.Annotations())
+    if job.skipped or content is None:
+        return job
+    notes = job.annotations
+    if notes.remove_missing and document.kind not in (SECRET, CONFIG_MAP):
+        job.problems.append(
+            Site(
+                document.where(),
+                field_path(("metadata", "annotations", ann.REMOVE_MISSING)),
+                ann.REMOVE_MISSING,
+                Status.INVALID,
+                "this annotation can only be used on Secret or ConfigMap resources",
+            )
+        )
+    if notes.path:
+        if path_allowed(rules, notes.path):
+            job.annotation_ref = SecretRef(notes.path, notes.secret_version, notes.kv_version)
+        else:
+            job.problems.append(
+                Site(
+                    document.where(),
+                    field_path(("metadata", "annotations", ann.PATH)),
+                    notes.path,
+                    Status.DENIED,
+                    _denied(rules, notes.path),
+                )
+            )
+    uses_annotation = False
+    for text in _texts(content, document.kind == SECRET, notes):
+        for match in grammar.find(text, notes.generic_enabled):
+            found = match.placeholder
+            if found is None:
+                continue
+            if found.path is None:
+                uses_annotation = True
+            elif path_allowed(rules, found.path):
+                job.refs.add(SecretRef(found.path, found.version, notes.kv_version))
+    if uses_annotation and job.annotation_ref is not None:
+        job.refs.add(job.annotation_ref)
+    return job
+
+
+def _texts(node: Any, is_secret: bool, notes: ann.Annotations) -> Iterator[str]:
+    """Every string the substitution pass will look at (decoded form for Secret base64)."""
+    stack = [node]
+    seen: set[int] = set()  # YAML aliases share objects: visit each once (alias bombs)
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict | list):
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+        if isinstance(current, dict):
+            if notes.replace_keys:
+                yield from (key for key in current if isinstance(key, str))
+            stack.extend(reversed(list(current.values())))
+        elif isinstance(current, list):
+            stack.extend(reversed(current))
+        elif isinstance(current, str):
+            decoded = _decode_template(current, notes.generic_enabled) if is_secret else None
+            yield decoded if decoded is not None else current
+
+
+def _decode_template(value: str, generic: bool) -> str | None:
+    """AVP's Secret rule: a base64 value whose decoded text holds a placeholder."""
+    if len(value) < 4 or "<" in value:
+        return None
+    decoded = modifiers.go_std_b64decode(value)
+    if decoded is None:
+        return None
+    try:
+        text = decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # binary data (certificates, keystores) is never a template
+    if not grammar.may_contain_placeholder(text):
+        return None
+    return text if next(grammar.find(text, generic), None) is not None else None
+
+
+# ---------------------------------------------------------------- substitution
+
+
+class _SiteError(Exception):
+    def __init__(self, status: Status, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class _Substitution:
+    """The substitution pass over one planned document (mutates its content)."""
+
+    def __init__(self, job: Job, results: FetchResults, rules: Rules) -> None:
+        self.job = job
+        self.results = results
+        self.rules = rules
+        self.notes = job.annotations
+        self.kind = job.document.kind
+        self.sites: list[Site] = []
+        self.seen: set[int] = set()  # aliased containers are substituted once
+
+    def where(self) -> str:
+        return self.job.document.where()
+
+    # -- walking
+
+    def run(self) -> list[Site]:
+        self.sites.extend(self.job.problems)
+        content = self.job.document.content
+        if content is not None and not self.job.skipped:
+            self._walk_map(content, ())
+            self.job.changed = len(self.sites) > len(self.job.problems)
+        return self.sites
+
+    def _walk_map(self, node: dict[Any, Any], path: tuple[str | int, ...]) -> None:
+        if id(node) in self.seen:
+            return
+        self.seen.add(id(node))
+        if self.notes.replace_keys and any(
+            isinstance(key, str) and grammar.may_contain_placeholder(key) for key in node
+        ):
+            self._replace_keys(node, path)
+        removals: list[Any] = []
+        for key, value in node.items():
+            child = (*path, str(key))
+            if isinstance(value, str):
+                new, missing = self._string(value, child)
+                if missing and self.notes.remove_missing:
+                    removals.append(key)
+                else:
+                    node[key] = new
+            elif isinstance(value, dict):
+                self._walk_map(value, child)
+            elif isinstance(value, list):
+                self._walk_list(value, child)
+        for key in removals:
+            del node[key]
+
+    def _walk_list(self, node: list[Any], path: tuple[str | int, ...]) -> None:
+        if id(node) in self.seen:
+            return
+        self.seen.add(id(node))
+        removals: list[int] = []
+        for index, value in enumerate(node):
+            child = (*path, index)
+            if isinstance(value, str):
+                new, missing = self._string(value, child)
+                if missing and self.notes.remove_missing:
+                    removals.append(index)
+                else:
+                    node[index] = new
+            elif isinstance(value, dict):
+                self._walk_map(value, child)
+            elif isinstance(value, list):
+                self._walk_list(value, child)
+        for index in reversed(removals):
+            del node[index]
+
+    def _replace_keys(self, node: dict[Any, Any], path: tuple[str | int, ...]) -> None:
+        items = list(node.items())
+        node.clear()
+        for key, value in items:
+            new_key = key
+            if isinstance(key, str):
+                resolved, _ = self._text(key, (*path, key), typed=False)
+                new_key = resolved
+            node[new_key] = value
+
+    # -- one string
+
+    def _string(self, value: str, path: tuple[str | int, ...]) -> tuple[Any, bool]:
+        """Resolve one string value; returns the new value and whether a key was missing."""
+        if self.kind == SECRET and "<" not in value:
+            decoded = _decode_template(value, self.notes.generic_enabled)
+            if decoded is not None:
+                text, missing = self._text(decoded, path, typed=False)
+                return base64.b64encode(str(text).encode()).decode("ascii"), missing
+        return self._text(value, path, typed=self.kind != CONFIG_MAP)
+
+    def _text(self, value: str, path: tuple[str | int, ...], typed: bool) -> tuple[Any, bool]:
+        matches = list(grammar.find(value, self.notes.generic_enabled))
+        if not matches:
+            return value, False
+        where = field_path(path)
+        whole = (
+            typed and len(matches) == 1 and matches[0].start == 0 and matches[0].end == len(value)
+        )
+        pieces: list[str] = []
+        position = 0
+        missing = False
+        result: Any = value
+        for match in matches:
+            pieces.append(value[position : match.start])
+            position = match.end
+            try:
+                resolved, status = self._resolve(match)
+                if whole:
+                    result = resolved
+                else:
+                    pieces.append(self._as_text(resolved, embedded=typed))
+            except _SiteError as failure:
+                status = failure.status
+                missing = missing or status is Status.MISSING_KEY
+                if status is Status.MISSING_KEY and self.notes.remove_missing:
+                    status = Status.REMOVED
+                self.sites.append(Site(self.where(), where, match.text, status, failure.detail))
+                pieces.append(match.text)
+                continue
+            self.sites.append(Site(self.where(), where, match.text, status))
+        if whole:
+            return result, missing
+        pieces.append(value[position:])
+        return "".join(pieces), missing
+
+    def _as_text(self, resolved: Any, embedded: bool) -> str:
+        """Text for a value inside a longer string (or any ConfigMap / base64 Secret value)."""
+        if isinstance(resolved, str):
+            return resolved
+        if isinstance(resolved, bool):
+            return "true" if resolved else "false"
+        if isinstance(resolved, int | float):
+            return modifiers.go_number_text(resolved)
+        if embedded and isinstance(resolved, dict | list):
+            return json.dumps(resolved, separators=(",", ":"), ensure_ascii=False)
+        kind = "a map" if isinstance(resolved, dict) else "a list"
+        raise _SiteError(
+            Status.MODIFIER_ERROR,
+            f"resolves to {kind}, but this {self.kind or 'value'} field needs text "
+            "(select one field with jsonPath)",
+        )
+
+    # -- one placeholder
+
+    def _resolve(self, match: grammar.Match) -> tuple[Any, Status]:
+        found = match.placeholder
+        if self.rules.redactor is not None:
+            self.rules.redactor.add_public(match.text)
+        if found is None:
+            detail = str(match.error) if match.error else "invalid placeholder"
+            raise _SiteError(Status.INVALID, detail)
+        value, ref_text = self._lookup(found)
+        statements = found.modifiers
+        status = Status.OK
+        if value is None:
+            fallback = next(
+                (i for i, m in enumerate(statements) if m.name == modifiers.DEFAULT), None
+            )
+            if fallback is None:
+                raise _SiteError(Status.MISSING_KEY, f"key {found.key!r} not found at {ref_text}")
+            value = statements[fallback].raw_argument
+            statements = statements[fallback + 1 :]
+            status = Status.DEFAULTED
+        try:
+            for statement in statements:
+                value = modifiers.apply(statement.name, statement.args, value)
+        except ModifierError as exc:
+            raise _SiteError(Status.MODIFIER_ERROR, str(exc)) from None
+        if self.rules.redactor is not None and status is Status.OK:
+            self.rules.redactor.add_secret(value)
+        if self.kind == CONFIG_MAP and not isinstance(value, str):
+            return self._as_text(value, embedded=False), status
+        return value, status
+
+    def _lookup(self, found: Placeholder) -> tuple[Any, str]:
+        """The raw value of a placeholder's key; None when missing and defaultable."""
+        if found.path is not None:
+            if not path_allowed(self.rules, found.path):
+                raise _SiteError(Status.DENIED, _denied(self.rules, found.path))
+            ref: SecretRef | None = SecretRef(found.path, found.version, self.notes.kv_version)
+        else:
+            ref = self.job.annotation_ref
+            if ref is None:
+                if self.notes.path:  # set, but refused by AVP_PATH_VALIDATION
+                    raise _SiteError(Status.DENIED, _denied(self.rules, self.notes.path))
+                return None, "the empty avp.kubernetes.io/path annotation (nothing to read)"
+        assert ref is not None
+        data = self.results.get(ref)
+        if data is None:
+            raise _SiteError(Status.BACKEND_ERROR, f"{ref.describe()} was not read")
+        if isinstance(data, MissingPathError):
+            if any(m.name == modifiers.DEFAULT for m in found.modifiers):
+                return None, ref.describe()
+            raise _SiteError(Status.MISSING_PATH, str(data))
+        if isinstance(data, BackendError):
+            raise _SiteError(Status.BACKEND_ERROR, str(data))
+        return data.get(found.key), ref.describe()
+
+
+def substitute(job: Job, results: FetchResults, rules: Rules) -> list[Site]:
+    """Resolve every placeholder of a planned document in place; return all its sites."""
+    return _Substitution(job, results, rules).run()

@@ -1,0 +1,310 @@
+"""Running renderer programs (helm, kustomize) under the render-wide deadline.
+
+- Each child gets its own process group; when the deadline passes, or the plugin receives
+  SIGTERM, the whole group is killed (helm's own children included).
+- Children get a reduced environment (`child_environment`): no Vault/AVP credentials and
+  nothing the Application set (`ARGOCD_ENV_*`).
+- stderr is captured, shortened, cleared of Helm's values dumps and of every known secret
+  value (`Redactor`, see `plugin.security.redact`) before it can appear in an error message.
+- Output is bounded: at most `max_output` bytes of stdout are accepted (the child is killed
+  beyond that, `PLUGIN_MAX_INPUT_SIZE`) and only the tail of stderr is kept in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, cast
+
+from plugin.errors import PluginError, RenderError
+from plugin.manifests.inputs import MAX_INPUT_SETTING, format_size
+from plugin.security.redact import Redactor
+
+__all__ = [
+    "Completed",
+    "Deadline",
+    "Redactor",
+    "StageTimeoutError",
+    "TerminatedError",
+    "child_environment",
+    "clean_stderr",
+    "install_signal_handlers",
+    "kill_children",
+    "run",
+]
+
+log = logging.getLogger(__name__)
+
+#: Variables a renderer child may inherit from the sidecar (everything else is dropped).
+_INHERITED = frozenset(
+    {
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "KUBECONFIG",
+    }
+)
+_STDERR_MAX_LINES = 12
+#: Bytes of a child's stderr kept in memory (the tail; only the last lines are shown anyway).
+_STDERR_KEEP = 256 * 1024
+_READ_CHUNK = 64 * 1024
+_PIPE_CHUNK = 64 * 1024
+_STDERR_MAX_CHARS = 1500
+#: Lines from which Helm starts dumping values (`--debug` output); nothing after them is kept.
+_VALUES_DUMP_MARKERS = ("USER-SUPPLIED VALUES:", "COMPUTED VALUES:", "HOOKS:", "MANIFEST:")
+
+
+class StageTimeoutError(RenderError):
+    """The render-wide deadline passed while a stage was running."""
+
+
+class TerminatedError(PluginError):
+    """The plugin received SIGTERM (Argo CD gave up on the request)."""
+
+
+@dataclass
+class Deadline:
+    """The render-wide time limit (a `time.monotonic()` instant) and its configured length."""
+
+    at: float
+    seconds: float
+    setting: str = "PLUGIN_TIMEOUT"
+
+    @classmethod
+    def after(cls, seconds: float, start: float | None = None) -> Deadline:
+        begin = time.monotonic() if start is None else start
+        return cls(begin + seconds, seconds)
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def expired_during(self, stage: str) -> StageTimeoutError:
+        return StageTimeoutError(
+            f"{stage} ran out of time: the render must finish within {self.seconds:g} s "
+            f"({self.setting})"
+        )
+
+    def check(self, stage: str) -> None:
+        if self.remaining() <= 0:
+            raise self.expired_during(stage)
+
+
+def child_environment(environ: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a renderer child: a small allow-list of the sidecar's, plus `extra`."""
+    env = {
+        key: value for key, value in environ.items() if key in _INHERITED or key.startswith("LC_")
+    }
+    env.update(extra)
+    return env
+
+
+def clean_stderr(raw: bytes, redactor: Redactor | None = None) -> str:
+    """Short, secret-free stderr: values dumps cut, known secrets redacted, last lines only."""
+    text = raw.decode("utf-8", "replace").replace("\r\n", "\n")
+    kept: list[str] = []
+    for line in text.split("\n"):
+        if line.strip().startswith(_VALUES_DUMP_MARKERS):
+            kept.append("(values output withheld)")
+            break
+        if line.strip():
+            kept.append(line.rstrip())
+    if redactor is not None:
+        kept = [redactor.clean(line) for line in kept]
+    if len(kept) > _STDERR_MAX_LINES:
+        kept = ["…", *kept[-_STDERR_MAX_LINES:]]
+    out = "\n".join(kept)
+    if len(out) > _STDERR_MAX_CHARS:
+        out = "…" + out[-_STDERR_MAX_CHARS:]
+    return out
+
+
+# ---------------------------------------------------------------------------- child tracking
+
+_children: set[subprocess.Popen[bytes]] = set()
+_children_lock = threading.Lock()
+_terminating = threading.Event()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+def kill_children() -> None:
+    """Kill every running renderer child (and its process group)."""
+    with _children_lock:
+        running = list(_children)
+    for proc in running:
+        _kill_group(proc)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    _terminating.set()
+    kill_children()
+    raise TerminatedError("terminated by SIGTERM; renderer processes were stopped")
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM kills the children and ends the run with a clean error (main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+class _TooMuchOutputError(Exception):
+    pass
+
+
+def _communicate(
+    proc: subprocess.Popen[bytes],
+    stdin_data: bytes | None,
+    deadline: Deadline,
+    max_output: int | None,
+) -> tuple[bytes, bytes]:
+    """`communicate()` with a bound on stdout and a bounded stderr tail.
+
+    Raises `subprocess.TimeoutExpired` at the deadline, `_TooMuchOutputError` past
+    `max_output` bytes of stdout.
+    """
+    out = bytearray()
+    err = bytearray()
+    pending = memoryview(stdin_data or b"")
+    with selectors.DefaultSelector() as selector:
+        if proc.stdin is not None:
+            if pending:
+                selector.register(proc.stdin, selectors.EVENT_WRITE)
+            else:
+                proc.stdin.close()
+        for output in (proc.stdout, proc.stderr):
+            if output is not None:
+                selector.register(output, selectors.EVENT_READ)
+        while selector.get_map():
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired(proc.args, deadline.seconds)
+            for key, _ in selector.select(remaining):
+                stream = cast("IO[bytes]", key.fileobj)
+                if stream is proc.stdin:
+                    try:
+                        written = os.write(key.fd, pending[:_PIPE_CHUNK])
+                    except BrokenPipeError:
+                        written = len(pending)
+                    pending = pending[written:]
+                    if not pending:
+                        selector.unregister(stream)
+                        stream.close()
+                    continue
+                chunk = os.read(key.fd, _READ_CHUNK)
+                if not chunk:
+                    selector.unregister(stream)
+                    stream.close()
+                elif stream is proc.stdout:
+                    out += chunk
+                    if max_output is not None and len(out) > max_output:
+                        raise _TooMuchOutputError
+                else:
+                    err += chunk
+                    if len(err) > _STDERR_KEEP:
+                        del err[: len(err) - _STDERR_KEEP]
+    remaining = deadline.remaining()
+    if remaining <= 0:
+        raise subprocess.TimeoutExpired(proc.args, deadline.seconds)
+    proc.wait(timeout=remaining)
+    return bytes(out), bytes(err)
+
+
+@dataclass(frozen=True)
+class Completed:
+    stdout: bytes
+    stderr: str
+    seconds: float
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    stage: str,
+    cwd: Path,
+    env: Mapping[str, str],
+    deadline: Deadline,
+    redactor: Redactor | None = None,
+    stdin_data: bytes | None = None,
+    describe_failure: str | None = None,
+    max_output: int | None = None,
+) -> Completed:
+    """Run one renderer command; raise RenderError (or StageTimeoutError) naming `stage` on failure.
+
+    The command line itself is never put into messages (it may carry --set values). At most
+    `max_output` bytes of stdout are accepted (the child is killed beyond that) and only the
+    last `_STDERR_KEEP` bytes of stderr are kept, so a runaway child cannot exhaust memory.
+    """
+    deadline.check(stage)
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=str(cwd),
+            env=dict(env),
+            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise RenderError(f"{stage}: program {argv[0]} not found") from None
+    except PermissionError:
+        raise RenderError(f"{stage}: program {argv[0]} is not executable") from None
+    with _children_lock:
+        _children.add(proc)
+    try:
+        try:
+            out, err = _communicate(proc, stdin_data, deadline, max_output)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise deadline.expired_during(stage) from None
+        except _TooMuchOutputError:
+            _kill_group(proc)
+            raise RenderError(
+                f"{stage} produced more than {format_size(max_output or 0)} of output; "
+                f"stopped ({MAX_INPUT_SETTING})"
+            ) from None
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+        with _children_lock:
+            _children.discard(proc)
+    seconds = time.monotonic() - started
+    stderr = clean_stderr(err, redactor)
+    log.debug("%s finished in %.3f s (exit %s)", stage, seconds, proc.returncode)
+    if proc.returncode != 0:
+        if proc.returncode < 0:
+            cause = f"killed by signal {-proc.returncode}"
+        else:
+            cause = f"exit status {proc.returncode}"
+        what = describe_failure or f"{stage} failed"
+        detail = f":\n{stderr}" if stderr else ""
+        raise RenderError(f"{what} ({cause}){detail}")
+    return Completed(out, stderr, seconds)

@@ -1,0 +1,292 @@
+"""The walker: planning, substitution rules per kind, annotations and the opt-in additions."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import pytest
+
+from plugin.errors import BackendError
+from plugin.manifests.yamlio import load_all
+from plugin.placeholders.engine import (
+    EngineOptions,
+    InputStream,
+    ResolutionError,
+    generate,
+    load,
+    resolve,
+)
+from plugin.placeholders.substitute import Rules, Status, field_path
+from plugin.secrets.base import SecretData, SecretRef
+from plugin.secrets.file import FileBackend
+
+SECRETS: dict[str, Any] = {
+    "kv/data/app": {"user": "alice", "port": 80, "tls": True, "map": {"a": 1}, "list": [1, 2]},
+    "kv/data/loop": {"value": "<path:kv/data/app#user>", "generic": "<user>"},
+    "kv/data/versioned": {"@versions": [{"v": "one"}, {"v": "two"}]},
+}
+
+
+class CountingBackend(FileBackend):
+    """The file backend plus a record of every read (to prove reads are planned)."""
+
+    def __init__(self) -> None:
+        super().__init__(SECRETS, "test secrets")
+        self.reads: list[SecretRef] = []
+
+    def read(self, ref: SecretRef) -> SecretData:
+        self.reads.append(ref)
+        return super().read(ref)
+
+
+def render(text: str, rules: Rules | None = None) -> list[Any]:
+    output = generate(
+        [InputStream("test.yaml", text)],
+        EngineOptions(rules=rules or Rules(), skip_non_manifests=False),
+        CountingBackend,
+    )
+    return [doc for doc in load_all(output) if doc is not None]
+
+
+def failure(text: str) -> ResolutionError:
+    with pytest.raises(ResolutionError) as caught:
+        render(text)
+    return caught.value
+
+
+def test_inline_string() -> None:
+    [doc] = render("kind: X\nspec:\n  user: <path:kv/data/app#user>\n")
+    assert doc["spec"]["user"] == "alice"
+
+
+def test_whole_value_keeps_type() -> None:
+    [doc] = render("kind: X\nspec:\n  port: <path:kv/data/app#port>\n  m: <path:kv/data/app#map>\n")
+    assert doc["spec"] == {"port": 80, "m": {"a": 1}}
+
+
+def test_embedded_non_string_is_stringified_into_the_text() -> None:
+    [doc] = render(
+        "kind: X\nspec:\n  url: http://h:<path:kv/data/app#port>/<path:kv/data/app#tls>\n"
+    )
+    assert doc["spec"]["url"] == "http://h:80/true"
+
+
+def test_embedded_map_becomes_compact_json() -> None:
+    [doc] = render("kind: X\nspec:\n  s: 'x=<path:kv/data/app#map>'\n")
+    assert doc["spec"]["s"] == 'x={"a":1}'
+
+
+def test_generic_placeholders_need_the_annotation() -> None:
+    text = (
+        "kind: X\nmetadata:\n  annotations:\n    avp.kubernetes.io/path: kv/data/app\n"
+        "spec:\n  u: <user>\n"
+    )
+    [doc] = render(text)
+    assert doc["spec"]["u"] == "alice"
+    [doc] = render("kind: X\nspec:\n  u: <user>\n")
+    assert doc["spec"]["u"] == "<user>"
+
+
+def test_configmap_results_become_strings() -> None:
+    [doc] = render(
+        "kind: ConfigMap\ndata:\n  p: <path:kv/data/app#port>\n  t: <path:kv/data/app#tls>\n"
+    )
+    assert doc["data"] == {"p": "80", "t": "true"}
+
+
+def test_configmap_map_value_is_a_clean_error() -> None:
+    error = failure("kind: ConfigMap\ndata:\n  m: <path:kv/data/app#map>\n")
+    assert error.sites[0].status is Status.MODIFIER_ERROR
+    assert "<path:kv/data/app#map>" in str(error)
+
+
+def test_secret_base64_rule_decodes_substitutes_and_reencodes() -> None:
+    encoded = base64.b64encode(b"user=<path:kv/data/app#user>\n").decode()
+    [doc] = render(f"kind: Secret\ndata:\n  f: {encoded}\n")
+    assert base64.b64decode(doc["data"]["f"]) == b"user=alice\n"
+
+
+def test_secret_binary_data_is_left_alone() -> None:
+    binary = base64.b64encode(b"\xff\xfe<path:kv/data/app#user>").decode()
+    [doc] = render(f"kind: Secret\ndata:\n  f: {binary}\n")
+    assert doc["data"]["f"] == binary
+
+
+def test_never_re_expand_secret_values() -> None:
+    text = (
+        "kind: X\nmetadata:\n  annotations:\n    avp.kubernetes.io/path: kv/data/loop\n"
+        "spec:\n  a: <path:kv/data/loop#value>\n  b: <generic>\n"
+    )
+    [doc] = render(text)
+    assert doc["spec"] == {"a": "<path:kv/data/app#user>", "b": "<user>"}
+
+
+def test_each_distinct_read_happens_once() -> None:
+    backend = CountingBackend()
+    text = "".join(
+        f"---\nkind: X\nmetadata:\n  name: d{i}\nspec:\n  a: <path:kv/data/app#user>\n"
+        f"  b: <path:kv/data/app#port>\n  c: <path:kv/data/versioned#v#1>\n"
+        for i in range(20)
+    )
+    generate([InputStream("t", text)], EngineOptions(), lambda: backend)
+    assert sorted(backend.reads) == [
+        SecretRef("kv/data/app"),
+        SecretRef("kv/data/versioned", "1"),
+    ]
+
+
+def test_versions_inline_and_annotation() -> None:
+    text = (
+        "kind: X\nmetadata:\n  annotations:\n    avp.kubernetes.io/path: kv/data/versioned\n"
+        "    avp.kubernetes.io/secret-version: '1'\n"
+        "spec:\n  ann: <v>\n  inline: <path:kv/data/versioned#v>\n"
+        "  pinned: <path:kv/data/versioned#v#1>\n"
+    )
+    [doc] = render(text)
+    assert doc["spec"] == {"ann": "one", "inline": "two", "pinned": "one"}
+
+
+def test_ignore_annotation_skips_without_reading() -> None:
+    backend = CountingBackend()
+    text = (
+        "kind: X\nmetadata:\n  annotations:\n    avp.kubernetes.io/ignore: 'true'\n"
+        "    avp.kubernetes.io/path: does/not/exist\nspec:\n  a: <path:nope#x>\n  b: <k>\n"
+    )
+    output = generate([InputStream("t", text)], EngineOptions(), lambda: backend)
+    assert output == text
+    assert backend.reads == []
+
+
+def test_non_string_annotation_does_not_disable_the_others() -> None:
+    text = (
+        "kind: X\nmetadata:\n  annotations:\n    avp.kubernetes.io/kv-version: 2\n"
+        "    avp.kubernetes.io/path: kv/data/app\nspec:\n  u: <user>\n"
+    )
+    [doc] = render(text)
+    assert doc["spec"]["u"] == "alice"
+
+
+def test_remove_missing_in_maps_and_lists() -> None:
+    text = (
+        "kind: Secret\nmetadata:\n  annotations:\n    avp.kubernetes.io/path: kv/data/app\n"
+        "    avp.kubernetes.io/remove-missing: 'true'\n"
+        "stringData:\n  keep: <user>\n  gone: <absent>\n"
+        "  items:\n  - <user>\n  - <absent>\n"
+    )
+    [doc] = render(text)
+    assert doc["stringData"] == {"keep": "alice", "items": ["alice"]}
+
+
+def test_remove_missing_only_on_secret_or_configmap() -> None:
+    text = (
+        "kind: Deployment\nmetadata:\n  annotations:\n"
+        "    avp.kubernetes.io/remove-missing: 'true'\n"
+    )
+    error = failure(text)
+    assert "avp.kubernetes.io/remove-missing" in str(error)
+
+
+def test_default_modifier_for_missing_key_and_path() -> None:
+    text = (
+        "kind: X\nspec:\n  a: <path:kv/data/app#absent | default fall back>\n"
+        "  b: <path:no/such/path#k | default x | base64encode>\n"
+        "  c: <path:kv/data/app#user | default unused>\n"
+    )
+    [doc] = render(text)
+    assert doc["spec"] == {"a": "fall back", "b": "eA==", "c": "alice"}
+
+
+def test_placeholders_in_keys_are_opt_in() -> None:
+    body = "spec:\n  <path:kv/data/app#user>: yes\n"
+    [plain] = render("kind: X\n" + body)
+    assert "<path:kv/data/app#user>" in plain["spec"]
+    text = "kind: X\nmetadata:\n  annotations:\n    avp.kubernetes.io/replace-keys: 'true'\n" + body
+    [doc] = render(text)
+    assert doc["spec"] == {"alice": True}
+
+
+def test_nested_lists_are_walked() -> None:
+    [doc] = render("kind: X\nspec:\n  m:\n  - - <path:kv/data/app#user>\n")
+    assert doc["spec"]["m"] == [["alice"]]
+
+
+def test_all_errors_in_document_order_with_locations() -> None:
+    text = (
+        "kind: Deployment\nmetadata:\n  name: web\nspec:\n  containers:\n"
+        "  - image: <path:kv/data/app#missing1>\n  - image: <path:kv/data/app#user | nope>\n"
+        "---\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  x: <path:not/there#k>\n"
+    )
+    error = failure(text)
+    assert [site.status for site in error.sites] == [
+        Status.MISSING_KEY,
+        Status.MODIFIER_ERROR,
+        Status.MISSING_PATH,
+    ]
+    first = error.sites[0]
+    assert first.document == "test.yaml (document 1, Deployment/web)"
+    assert first.field == "spec.containers[0].image"
+    assert first.placeholder == "<path:kv/data/app#missing1>"
+
+
+def test_path_validation_refuses_before_reading() -> None:
+    backend = CountingBackend()
+    options = EngineOptions(rules=Rules(path_validation=re.compile(r"^kv/data/app$")))
+    with pytest.raises(ResolutionError) as caught:
+        generate(
+            [InputStream("t", "kind: X\nspec:\n  a: <path:kv/data/versioned#v>\n")],
+            options,
+            lambda: backend,
+        )
+    assert caught.value.sites[0].status is Status.DENIED
+    assert backend.reads == []
+
+
+def test_backend_error_is_reported_per_placeholder() -> None:
+    class Broken(FileBackend):
+        def read(self, ref: SecretRef) -> SecretData:
+            raise BackendError(f"permission denied reading {ref.path}")
+
+    with pytest.raises(ResolutionError, match="permission denied reading kv/data/app"):
+        generate(
+            [InputStream("t", "kind: X\nspec:\n  a: <path:kv/data/app#user>\n")],
+            EngineOptions(),
+            lambda: Broken({}, "x"),
+        )
+
+
+def test_no_backend_needed_without_placeholders() -> None:
+    def refuse() -> FileBackend:
+        raise AssertionError("backend must not be created")
+
+    text = "kind: X\nspec:\n  a: b\n"
+    assert generate([InputStream("t", text)], EngineOptions(), refuse) == text
+
+
+def test_check_outcome_lists_every_site() -> None:
+    documents = load([InputStream("t", "kind: X\nspec:\n  a: <path:kv/data/app#user>\n")], False)
+    outcome = resolve(documents, EngineOptions(), CountingBackend)
+    assert [(s.placeholder, s.status) for s in outcome.sites] == [
+        ("<path:kv/data/app#user>", Status.OK)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        (("spec", "containers", 0, "image"), "spec.containers[0].image"),
+        (("metadata", "annotations", "a.b/c"), 'metadata.annotations["a.b/c"]'),
+    ],
+)
+def test_field_path(path: tuple[str | int, ...], text: str) -> None:
+    assert field_path(path) == text
+
+
+def test_alias_bomb_is_walked_once_per_shared_node() -> None:
+    levels = ['a: &a ["<path:kv/data/app#user>", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    [doc] = render("kind: X\n" + "\n".join(levels) + "\n")
+    assert doc["a"][0] == "alice"
+    assert doc["i"][0][0][0][0][0][0][0][0][0] == "alice"

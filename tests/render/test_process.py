@@ -1,0 +1,204 @@
+"""Renderer processes: deadline, process groups, stderr hygiene; two-phase shared reads."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugin.errors import MissingPathError, RenderError
+from plugin.placeholders.engine import EngineOptions, InputStream, ResolutionError, generate
+from plugin.placeholders.substitute import Rules
+from plugin.render.detect import detect, has_templates, renderable
+from plugin.render.process import (
+    Deadline,
+    Redactor,
+    StageTimeoutError,
+    child_environment,
+    clean_stderr,
+    run,
+)
+from plugin.render.values_secrets import SharedReads
+from plugin.secrets.base import SecretRef
+
+
+def test_success_and_failure(tmp_path: Path) -> None:
+    done = run(
+        ["sh", "-c", "echo out; echo err >&2"],
+        stage="s",
+        cwd=tmp_path,
+        env={},
+        deadline=Deadline.after(10),
+    )
+    assert done.stdout == b"out\n" and done.stderr == "err"
+    with pytest.raises(RenderError, match=r"helm template failed \(exit status 3\):\nboom"):
+        run(
+            ["sh", "-c", "echo boom >&2; exit 3"],
+            stage="helm template",
+            cwd=tmp_path,
+            env={},
+            deadline=Deadline.after(10),
+        )
+    with pytest.raises(RenderError, match="not found"):
+        run(["/nonexistent/helm"], stage="s", cwd=tmp_path, env={}, deadline=Deadline.after(10))
+
+
+def test_deadline_kills_the_process_group(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = f"sleep 30 & echo $! > {pids}; wait"
+    started = time.monotonic()
+    with pytest.raises(StageTimeoutError, match=r"kustomize build ran out of time.*0.5 s"):
+        run(
+            ["sh", "-c", script],
+            stage="kustomize build",
+            cwd=tmp_path,
+            env={},
+            deadline=Deadline.after(0.5),
+        )
+    assert time.monotonic() - started < 5
+    grandchild = int(pids.read_text())
+    for _ in range(100):
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        status = Path(f"/proc/{grandchild}/stat").read_text().split(")")[-1].split()[0]
+        assert status == "Z"
+
+
+def test_expired_deadline_runs_nothing(tmp_path: Path) -> None:
+    with pytest.raises(StageTimeoutError, match="helm template"):
+        run(["true"], stage="helm template", cwd=tmp_path, env={}, deadline=Deadline.after(-1))
+
+
+def test_clean_stderr() -> None:
+    redactor = Redactor()
+    redactor.add(["s3cr3t-value", "ab", "multi\nline-secret"])
+    raw = b"Error: bad s3cr3t-value here\nline-secret\nUSER-SUPPLIED VALUES:\npassword: x\n"
+    text = clean_stderr(raw, redactor)
+    assert "s3cr3t" not in text and "line-secret" not in text and "password: x" not in text
+    assert "<redacted>" in text and "values output withheld" in text
+    long = clean_stderr(("\n".join(f"line {n}" for n in range(100))).encode())
+    assert long.startswith("…") and "line 99" in long and "line 10\n" not in long
+
+
+def test_child_environment_drops_credentials() -> None:
+    env = child_environment(
+        {
+            "PATH": "/bin",
+            "VAULT_TOKEN": "t",
+            "AVP_TYPE": "vault",
+            "ARGOCD_ENV_X": "1",
+            "HTTPS_PROXY": "p",
+            "LC_ALL": "C",
+        },
+        {"HOME": "/tmp/h"},
+    )
+    assert env == {"PATH": "/bin", "HTTPS_PROXY": "p", "LC_ALL": "C", "HOME": "/tmp/h"}
+
+
+class CountingBackend:
+    max_workers = 2
+
+    def __init__(self, data: dict[str, dict[str, Any]]) -> None:
+        self.data = data
+        self.reads: list[str] = []
+        self.logins = 0
+        self.closed = 0
+
+    def login(self) -> None:
+        self.logins += 1
+
+    def read(self, ref: SecretRef) -> dict[str, Any]:
+        self.reads.append(ref.path)
+        if ref.path not in self.data:
+            raise MissingPathError(f"no secret at {ref.path}")
+        return self.data[ref.path]
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_one_read_plan_serves_both_phases() -> None:
+    backend = CountingBackend({"kv/a": {"k": "va", "n": 3}, "kv/b": {"k": "vb"}})
+    shared = SharedReads(lambda: backend, Rules(), time.monotonic() + 10)
+    values = shared.resolve_values(
+        [("values.yaml", {"x": "<path:kv/a#k>", "n": "<path:kv/a#n>"}), ("HELM_VALUES", {})]
+    )
+    assert values[0] == {"x": "va", "n": 3}
+    manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"
+    manifest += "data: {a: <path:kv/a#k>, b: <path:kv/b#k>}\n"
+    out = generate([InputStream("helm template", manifest)], EngineOptions(), shared.factory())
+    assert "a: va" in out and "b: vb" in out
+    shared.close()
+    assert sorted(backend.reads) == ["kv/a", "kv/b"]
+    assert backend.logins == 1 and backend.closed == 1
+    assert set(shared.secret_strings()) == {"va", "vb"}
+
+
+def test_values_resolution_errors_name_file_and_key() -> None:
+    backend = CountingBackend({"kv/a": {"k": "value-7781"}})
+    shared = SharedReads(lambda: backend, Rules(), time.monotonic() + 10)
+    with pytest.raises(ResolutionError) as info:
+        shared.resolve_values([("values-prod.yaml", {"db": {"pw": "<path:kv/a#missing>"}})])
+    message = str(info.value)
+    assert "values-prod.yaml" in message and "db.pw" in message and "value-7781" not in message
+
+
+def test_detection(tmp_path: Path) -> None:
+    assert detect(tmp_path) == "directory"
+    assert renderable(tmp_path) == ""
+    (tmp_path / "notes.yaml").write_text("a: 1\n")
+    assert renderable(tmp_path) == ""
+    (tmp_path / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\n")
+    assert renderable(tmp_path) == "directory"
+    (tmp_path / "Kustomization").write_text("resources: []\n")
+    assert detect(tmp_path) == "kustomize"
+    (tmp_path / "Chart.yaml.j2").write_text("name: x\n")
+    assert detect(tmp_path) == "helm" and has_templates(tmp_path)
+    assert detect(tmp_path, "directory") == "directory"
+    assert renderable(tmp_path / "missing") == ""
+
+
+def test_kustomize_binary_choice(tmp_path: Path) -> None:
+    from plugin.render.kustomize import enable_helm, kustomize_base_command, kustomize_command
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    kubectl = bin_dir / "kubectl"
+    kubectl.write_text("#!/bin/sh\n")
+    kubectl.chmod(0o755)
+    assert kustomize_base_command({"PATH": str(bin_dir)}) == [str(kubectl), "kustomize"]
+    kustomize = bin_dir / "kustomize"
+    kustomize.write_text("#!/bin/sh\n")
+    kustomize.chmod(0o755)
+    assert kustomize_base_command({"PATH": str(bin_dir)}) == [str(kustomize), "build"]
+    assert kustomize_base_command({"KUSTOMIZE_BIN": str(kubectl)}) == [str(kubectl), "kustomize"]
+    with pytest.raises(RenderError, match="KUSTOMIZE_BIN"):
+        kustomize_base_command({"KUSTOMIZE_BIN": str(tmp_path / "missing")})
+    with pytest.raises(RenderError, match="neither kustomize nor kubectl"):
+        kustomize_base_command({"PATH": str(tmp_path)})
+    assert not enable_helm({"ARGOCD_ENV_PLUGIN_KUSTOMIZE_ENABLE_HELM": "true"})
+    assert enable_helm({"PLUGIN_KUSTOMIZE_ENABLE_HELM": "true"})
+    assert kustomize_command(["k", "build"], Path("."), True, "/h") == [
+        "k", "build", ".", "--enable-helm", "--helm-command", "/h",
+    ]  # fmt: skip
+
+
+def test_relative_kustomize_bin_becomes_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kustomize may run from a scratch copy, so `.tools/bin/kustomize` must not stay relative."""
+    from plugin.render.kustomize import kustomize_base_command
+
+    (tmp_path / "bin").mkdir()
+    kustomize = tmp_path / "bin" / "kustomize"
+    kustomize.write_text("#!/bin/sh\n")
+    kustomize.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    assert kustomize_base_command({"KUSTOMIZE_BIN": "bin/kustomize"}) == [str(kustomize), "build"]
