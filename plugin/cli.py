@@ -56,6 +56,7 @@ from plugin.render import detect
 from plugin.render.process import Deadline, TerminatedError, install_signal_handlers
 from plugin.secrets.base import Backend, BackendOptions
 from plugin.secrets.registry import make_backend
+from plugin.security import sandbox
 from plugin.security.policy import Decision
 from plugin.security.policy import apply as apply_policy
 from plugin.security.redact import RedactingFormatter, RedactingStream, Redactor
@@ -139,8 +140,15 @@ def _add_config_flags(sub: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     redactor = Redactor()
-    with _redacted_stderr(redactor), _scoped_logging():
-        return _main(argv, redactor)
+    # Everything the plugin creates (scratch directories, caches, lock files) is private to
+    # the sidecar's user whatever umask the container runtime set.
+    previous_umask = os.umask(0o077)
+    try:
+        with _redacted_stderr(redactor), _scoped_logging():
+            return _main(argv, redactor)
+    finally:
+        if argv is not None:  # a test calling main(): leave its process as it was
+            os.umask(previous_umask)
 
 
 @contextlib.contextmanager
@@ -237,6 +245,10 @@ def _run(
 ) -> int:
     started = time.monotonic()
     redactor = redactor if redactor is not None else Redactor()
+    # PLUGIN_SANDBOX=required on a kernel without Landlock: fail closed before anything else.
+    confinement = sandbox.require_available(environ)
+    log.debug("renderer sandbox: %s", confinement.describe())
+    args.sandbox_state = confinement.describe()
     decision = apply_policy(environ)
     settings = _settings(args, environ, decision, redactor)
     if args.path != "-" and Path(args.path).is_dir():
@@ -344,7 +356,7 @@ def _finish(
     outcome = resolve(documents, options, make)
     if args.command == "check":
         report = io.StringIO()
-        _print_check(outcome, args.output, report)
+        _print_check(outcome, args.output, report, getattr(args, "sandbox_state", ""))
         redactor = options.rules.redactor
         text = report.getvalue()
         out.write(redactor.clean(text) if redactor is not None else text)
@@ -498,10 +510,11 @@ def _path_validation(settings: Settings) -> re.Pattern[str] | None:
         ) from None
 
 
-def _print_check(outcome: Outcome, output: str, out: TextIO) -> None:
+def _print_check(outcome: Outcome, output: str, out: TextIO, sandbox_state: str = "") -> None:
     if output == "json":
         rows = [_site_row(site) for site in outcome.sites]
-        json.dump({"placeholders": rows, "failed": len(outcome.failures)}, out, indent=2)
+        report = {"placeholders": rows, "failed": len(outcome.failures), "sandbox": sandbox_state}
+        json.dump(report, out, indent=2)
         out.write("\n")
         return
     header = ("DOCUMENT", "FIELD", "PLACEHOLDER", "STATUS", "DETAIL")
@@ -515,6 +528,8 @@ def _print_check(outcome: Outcome, output: str, out: TextIO) -> None:
         out.write("  ".join([*cells, row[-1]]).rstrip() + "\n")
     total, failed = len(outcome.sites), len(outcome.failures)
     out.write(f"\n{total} placeholders, {total - failed} ok, {failed} failed\n")
+    if sandbox_state:
+        out.write(f"renderer sandbox: {sandbox_state}\n")
 
 
 def _site_row(site: Site) -> dict[str, str]:

@@ -28,6 +28,7 @@ Credentials come only from the sidecar (operator): a Helm-style repositories fil
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -49,7 +50,7 @@ from plugin.config import parse_bool, parse_duration_seconds
 from plugin.errors import ConfigError, RenderError
 from plugin.manifests.yamlio import Loader
 from plugin.render import semver
-from plugin.render.process import Deadline, run
+from plugin.render.process import Confinement, Deadline, run
 from plugin.security.redact import Redactor
 
 if TYPE_CHECKING:
@@ -501,6 +502,8 @@ class DependencyContext:
     repo_root: Path
     deadline: Deadline
     redactor: Redactor | None = None
+    #: Landlock policy for `helm pull`/`registry login` (network allowed, files confined).
+    confinement: Confinement | None = None
     _logged_in: set[str] = field(default_factory=set)
 
 
@@ -671,6 +674,7 @@ def _helm_pull(
             redactor=Redactor({creds.password}),
             stdin_data=creds.password.encode(),
             describe_failure=f"{dep.describe()}: logging in to {host} failed",
+            confinement=_with_tls_files(ctx.confinement, creds),
         )
         ctx._logged_in.add(host)
     argv = [ctx.helm, "pull", reference, "--destination", str(destination)]
@@ -687,12 +691,23 @@ def _helm_pull(
         deadline=ctx.deadline,
         redactor=ctx.redactor,
         describe_failure=f"{dep.describe()}: helm pull failed",
+        confinement=_with_tls_files(ctx.confinement, creds),
     )
     ctx.cache.fetched.append(reference)
     archives = sorted(destination.glob("*.tgz"))
     if len(archives) != 1:
         raise DependencyError(f"{dep.describe()}: helm pull produced no chart archive")
     return archives[0]
+
+
+def _with_tls_files(confinement: Confinement | None, creds: RepoCredentials) -> Confinement | None:
+    """`helm pull` may also read the operator's TLS files for this repository; it may connect
+    anywhere (the registry's port is the operator's choice)."""
+    if confinement is None:
+        return None
+    files = [f for f in (creds.ca_file, creds.cert_file, creds.key_file) if f]
+    policy = dataclasses.replace(confinement.policy.with_read(files), connect_ports=None)
+    return dataclasses.replace(confinement, policy=policy)
 
 
 def _file_dependency(

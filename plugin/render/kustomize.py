@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -54,3 +55,21 @@ def kustomize_command(
         if helm:
             argv += ["--helm-command", helm]
     return argv
+
+
+def remote_ports(environ: Mapping[str, str]) -> list[int]:
+    """TCP ports a confined `kustomize build` may connect to: HTTP(S) for remote resources,
+    and the port of the sidecar's proxy when one is configured."""
+    ports = [80, 443]
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        value = environ.get(name, "").strip()
+        if not value:
+            continue
+        try:
+            parsed = urllib.parse.urlsplit(value if "://" in value else f"http://{value}")
+            port = parsed.port
+        except ValueError:
+            continue
+        if port is not None:
+            ports.append(port)
+    return ports

@@ -22,8 +22,9 @@ from plugin.errors import RenderError
 from plugin.manifests.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_SETTING, InputStream, format_size
 from plugin.manifests.yamlio import dump, load_one
 from plugin.render import dependencies, detect, helm, kustomize, plain
-from plugin.render.process import Deadline, child_environment, run
+from plugin.render.process import Confinement, Deadline, child_environment, run
 from plugin.render.values_secrets import SharedReads
+from plugin.security import sandbox
 from plugin.security.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,30 @@ class RenderContext:
     reads: SharedReads | None = None
     #: The most bytes read from the repository (plain directories) or from one renderer.
     max_input: int | None = DEFAULT_MAX_INPUT
+    #: Landlock mode and ABI (`PLUGIN_SANDBOX`); computed from `environ` when not given.
+    sandbox: sandbox.Status | None = None
+
+    def confinement(
+        self,
+        *,
+        read: list[Path | str],
+        write: list[Path | str],
+        programs: list[str],
+        connect_ports: list[int] | None = None,
+    ) -> Confinement:
+        """The Landlock policy of one renderer child (see `plugin.security.sandbox`)."""
+        if self.sandbox is None:
+            self.sandbox = sandbox.status(self.environ)
+        policy = sandbox.Policy(
+            read=[
+                *sandbox.system_read_paths(self.environ),
+                *sandbox.program_paths(*programs),
+                *(str(path) for path in read),
+            ],
+            write=[str(path) for path in write],
+            connect_ports=connect_ports if connect_ports is not None else None,
+        )
+        return Confinement(policy, self.sandbox)
 
 
 def helm_binary(environ: Mapping[str, str]) -> str:
@@ -70,9 +95,10 @@ def helm_home_env(home: Path) -> dict[str, str]:
     """A private Helm home for one render: concurrent renders share no mutable Helm state.
 
     The directories are not created: Helm makes them when it writes something (which
-    `helm template` does not), and every directory costs time to remove.
+    `helm template` does not), and every directory costs time to remove. Temporary files go
+    to the scratch directory holding `home` (the only place a confined child may write).
     """
-    env: dict[str, str] = {"HOME": str(home)}
+    env: dict[str, str] = {"HOME": str(home), "TMPDIR": str(home.parent)}
     for part in ("cache", "config", "data"):
         path = home / part
         env[f"HELM_{part.upper()}_HOME"] = str(path)
@@ -98,7 +124,7 @@ def render(app_dir: Path, ctx: RenderContext) -> RenderResult:
         return RenderResult(streams, kind, strict=False)
     if kind == detect.KUSTOMIZE and not templated and not kustomize.enable_helm(ctx.environ):
         with tempfile.TemporaryDirectory(prefix="plugin-render-") as kustomize_scratch:
-            return _kustomize(app_dir, Path(kustomize_scratch), ctx)
+            return _kustomize(app_dir, Path(kustomize_scratch), ctx, read=repo_root)
     with tempfile.TemporaryDirectory(prefix="plugin-render-") as scratch_name:
         scratch = Path(scratch_name)
         started = time.monotonic()
@@ -121,7 +147,7 @@ def render(app_dir: Path, ctx: RenderContext) -> RenderResult:
             streams = plain.read_directory(work, max_bytes=ctx.max_input)
             return RenderResult(streams, kind, strict=False, timings=timings)
         if kind == detect.KUSTOMIZE:
-            return _kustomize(work, scratch, ctx)
+            return _kustomize(work, scratch, ctx, read=scratch)
         return _helm(
             app_dir=app_dir,
             work=work,
@@ -162,12 +188,23 @@ def _template_environ(ctx: RenderContext) -> dict[str, str]:
 # ---------------------------------------------------------------------------------- kustomize
 
 
-def _kustomize(app_dir: Path, scratch: Path, ctx: RenderContext) -> RenderResult:
+def _kustomize(app_dir: Path, scratch: Path, ctx: RenderContext, read: Path) -> RenderResult:
+    """`kustomize build`, confined to reading `read` (the repository or its copy).
+
+    Network: TCP connect to the HTTP(S) ports (and the proxy's) only, for remote resources;
+    unrestricted with `--enable-helm` (chart repositories listen on any port).
+    """
     base = kustomize.kustomize_base_command(ctx.environ)
     with_helm = kustomize.enable_helm(ctx.environ)
     helm_bin = helm_binary(ctx.environ) if with_helm else ""
     env = child_environment(ctx.environ, helm_home_env(scratch / "home"))
     argv = kustomize.kustomize_command(base, Path("."), with_helm, helm_bin)
+    confinement = ctx.confinement(
+        read=[read],
+        write=[scratch],
+        programs=[base[0], helm_bin],
+        connect_ports=None if with_helm else kustomize.remote_ports(ctx.environ),
+    )
     done = run(
         argv,
         stage="kustomize build",
@@ -176,6 +213,7 @@ def _kustomize(app_dir: Path, scratch: Path, ctx: RenderContext) -> RenderResult
         deadline=ctx.deadline,
         redactor=ctx.redactor,
         max_output=ctx.max_input,
+        confinement=confinement,
     )
     text = done.stdout.decode("utf-8", "replace")
     return RenderResult(
@@ -228,6 +266,7 @@ def _helm(
         repo_root=repo_root,
         deadline=ctx.deadline,
         redactor=ctx.redactor,
+        confinement=ctx.confinement(read=[scratch], write=[scratch], programs=[helm_bin]),
     )
     added = dependencies.ensure_dependencies(work, app_dir, dep_ctx)
     timings["dependencies"] = time.monotonic() - started
@@ -259,6 +298,10 @@ def _helm(
         skip_tests=request.skip_tests or args.skip_tests,
     )
     argv = helm.template_command(helm_bin, inputs)
+    # `helm template` needs no network: dependencies are already in the work copy.
+    confinement = ctx.confinement(
+        read=[work, repo_root], write=[scratch], programs=[helm_bin], connect_ports=[]
+    )
     done = run(
         argv,
         stage="helm template",
@@ -267,6 +310,7 @@ def _helm(
         deadline=ctx.deadline,
         redactor=ctx.redactor,
         max_output=ctx.max_input,
+        confinement=confinement,
     )
     timings["helm template"] = done.seconds
     text = done.stdout.decode("utf-8", "replace")

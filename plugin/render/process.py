@@ -8,6 +8,11 @@
   value (`Redactor`, see `plugin.security.redact`) before it can appear in an error message.
 - Output is bounded: at most `max_output` bytes of stdout are accepted (the child is killed
   beyond that, `PLUGIN_MAX_INPUT_SIZE`) and only the tail of stderr is kept in memory.
+- Every child dies with the plugin (`PR_SET_PDEATHSIG`, also when Argo CD SIGKILLs the
+  plugin) and, given a `Confinement`, runs under Landlock (`plugin.security.sandbox`): it can
+  read only its work copy, the tools and system files, and write only the render's scratch.
+- Content that must not touch the disk (resolved values) reaches a child through file
+  descriptors (`pass_fds`, memfds) that it opens as `/proc/self/fd/N`.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ from typing import IO, cast
 
 from plugin.errors import PluginError, RenderError
 from plugin.manifests.inputs import MAX_INPUT_SETTING, format_size
+from plugin.security import sandbox
 from plugin.security.redact import Redactor
 
 __all__ = [
     "Completed",
+    "Confinement",
     "Deadline",
     "Redactor",
     "StageTimeoutError",
@@ -237,6 +244,14 @@ def _communicate(
 
 
 @dataclass(frozen=True)
+class Confinement:
+    """The Landlock policy of one child and the sandbox status of the run (mode, ABI)."""
+
+    policy: sandbox.Policy
+    status: sandbox.Status
+
+
+@dataclass(frozen=True)
 class Completed:
     stdout: bytes
     stderr: str
@@ -254,6 +269,8 @@ def run(
     stdin_data: bytes | None = None,
     describe_failure: str | None = None,
     max_output: int | None = None,
+    confinement: Confinement | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Completed:
     """Run one renderer command; raise RenderError (or StageTimeoutError) naming `stage` on failure.
 
@@ -263,6 +280,9 @@ def run(
     """
     deadline.check(stage)
     started = time.monotonic()
+    prepared = None
+    if confinement is not None:
+        prepared = sandbox.prepare(confinement.policy, confinement.status)
     try:
         proc = subprocess.Popen(
             list(argv),
@@ -272,11 +292,20 @@ def run(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
+            # System calls only, see plugin.security.sandbox for why this is fork-safe here.
+            preexec_fn=sandbox.child_setup(prepared),  # noqa: PLW1509
         )
     except FileNotFoundError:
         raise RenderError(f"{stage}: program {argv[0]} not found") from None
     except PermissionError:
         raise RenderError(f"{stage}: program {argv[0]} is not executable") from None
+    except subprocess.SubprocessError:
+        # The child could not confine itself: it never ran the program.
+        raise RenderError(f"{stage}: the renderer sandbox could not be applied") from None
+    finally:
+        if prepared is not None:
+            prepared.close()
     with _children_lock:
         _children.add(proc)
     try:

@@ -66,6 +66,10 @@ UNDOCUMENTED = {
     # Secret; process environment only, so an Application cannot move them.
     "KUBERNETES_SA_TOKEN_PATH": "test-only override",
     "KUBERNETES_SA_CA_PATH": "test-only override",
+    # Test hook: forces the Landlock ABI lower (0 simulates a kernel without Landlock);
+    # process environment only; it can only lower the ABI (`auto` then runs unconfined,
+    # `required` fails closed).
+    "PLUGIN_SANDBOX_TEST_ABI": "test hook",
 }
 
 

@@ -212,6 +212,8 @@ def fake_helm_env(tmp_path: Path) -> dict[str, str]:
             "AVP_FILE_PATH": str(secrets),
             "HELM_BIN": str(helm),
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            # The fake helm runs the test's Python, which the renderer sandbox does not grant.
+            "PLUGIN_SANDBOX": "off",
         }
     )
 

@@ -368,6 +368,11 @@ def test_zero_manifests_is_an_error_unless_allowed(tmp_path: Path, cmp: CmpServe
     assert allowed.manifests == []
 
 
+#: The fake helm below records its pids in the test's directory, which the renderer sandbox
+#: (rightly) does not let it write: these tests are about killing, not confinement.
+UNCONFINED = {"PLUGIN_SANDBOX": "off"}
+
+
 def slow_helm(tmp_path: Path) -> tuple[Path, Path]:
     """A `helm` that starts a grandchild and hangs; it records both pids."""
     pids = tmp_path / "pids"
@@ -402,7 +407,7 @@ def _wait_dead(pids: list[int], timeout: float = 5.0) -> list[int]:
 
 def test_deadline_kills_helm_and_names_the_stage(tmp_path: Path, sidecar: SidecarFactory) -> None:
     script, pids = slow_helm(tmp_path)
-    cmp = sidecar(helm=str(script), extra={"PLUGIN_TIMEOUT": "1.5"})
+    cmp = sidecar(helm=str(script), extra={"PLUGIN_TIMEOUT": "1.5", **UNCONFINED})
     repo = simple_chart(tmp_path / "repo")
     result = cmp.generate(repo, App(path="apps/simple"), timeout=30)
     assert not result.timed_out
@@ -416,7 +421,7 @@ def test_deadline_kills_helm_and_names_the_stage(tmp_path: Path, sidecar: Sideca
 
 def test_sigterm_kills_children(tmp_path: Path, sidecar: SidecarFactory) -> None:
     script, pids = slow_helm(tmp_path)
-    cmp = sidecar(helm=str(script))
+    cmp = sidecar(helm=str(script), extra=UNCONFINED)
     repo = simple_chart(tmp_path / "repo")
     app_dir = repo / "apps/simple"
     proc = subprocess.Popen(
