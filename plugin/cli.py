@@ -37,7 +37,7 @@ from typing import TextIO
 
 from plugin import __version__
 from plugin.argocd.request import AppRequest, announcements, app_request
-from plugin.config import Settings, load_settings
+from plugin.config import Setting, Settings, load_settings
 from plugin.errors import ConfigError, InputError, PluginError, RenderError, UsageError
 from plugin.manifests import reader
 from plugin.manifests.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_SETTING, format_size, parse_size
@@ -53,6 +53,13 @@ from plugin.placeholders.engine import (
 )
 from plugin.placeholders.substitute import Rules, Site
 from plugin.render import detect
+from plugin.render.copying import (
+    DEFAULT_MAX_COPY_FILES,
+    DEFAULT_MAX_COPY_SIZE,
+    MAX_COPY_FILES_SETTING,
+    MAX_COPY_SIZE_SETTING,
+    CopyLimits,
+)
 from plugin.render.process import Deadline, TerminatedError, install_signal_handlers
 from plugin.secrets.base import Backend, BackendOptions
 from plugin.secrets.registry import make_backend
@@ -313,16 +320,30 @@ def _rules(settings: Settings, decision: Decision | None, redactor: Redactor) ->
 
 
 def _max_input(settings: Settings) -> int:
-    found = settings.lookup(MAX_INPUT_SETTING)
+    return _size_setting(settings.lookup(MAX_INPUT_SETTING), MAX_INPUT_SETTING, DEFAULT_MAX_INPUT)
+
+
+def _size_setting(found: Setting | None, name: str, default: int) -> int:
+    """A size setting (`67108864`, `64Mi`, `50M`); ConfigError naming its origin when invalid."""
     if found is None:
-        return DEFAULT_MAX_INPUT
+        return default
     size = parse_size(found.value)
     if size is None or size < 1:
         raise ConfigError(
-            f"{MAX_INPUT_SETTING} must be a size such as 67108864, 64Mi or 50M, got "
+            f"{name} must be a size such as 67108864, 64Mi or 50M, got "
             f"{found.value!r} from {found.origin}"
         )
     return size
+
+
+def _copy_limits(settings: Settings) -> CopyLimits:
+    """Budgets of the private copy of a chart or Kustomize tree (files, bytes)."""
+    return CopyLimits(
+        max_files=settings.get_int(MAX_COPY_FILES_SETTING, DEFAULT_MAX_COPY_FILES, minimum=1),
+        max_bytes=_size_setting(
+            settings.lookup(MAX_COPY_SIZE_SETTING), MAX_COPY_SIZE_SETTING, DEFAULT_MAX_COPY_SIZE
+        ),
+    )
 
 
 def _backend_factory(args: argparse.Namespace, settings: Settings) -> BackendFactory:
@@ -401,6 +422,7 @@ def _run_directory(
             redactor=redactor,
             reads=reads,
             max_input=_max_input(settings),
+            copy_limits=_copy_limits(settings),
         )
         result = pipeline.render(Path(args.path), context)
         log.debug(

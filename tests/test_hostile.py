@@ -33,7 +33,7 @@ from plugin.placeholders.jsonpath import execute
 from plugin.placeholders.modifiers import apply
 from plugin.placeholders.substitute import Rules
 from plugin.render import kustomize
-from plugin.render.dependencies import copy_tree
+from plugin.render.copying import copy_tree
 from plugin.render.values_secrets import SharedReads
 from plugin.secrets.file import FileBackend
 from plugin.security.redact import Redactor

@@ -50,6 +50,7 @@ from plugin.config import parse_bool, parse_duration_seconds
 from plugin.errors import ConfigError, RenderError
 from plugin.manifests.yamlio import Loader
 from plugin.render import semver
+from plugin.render.copying import CopyLimits, copy_tree
 from plugin.render.process import Confinement, Deadline, run
 from plugin.security.redact import Redactor
 
@@ -740,23 +741,6 @@ def _file_dependency(
                 f"{dep.describe()}: the chart at {relative} has version {meta.get('version')}"
             )
     target = chart_dir / "charts" / dep.name
-    copy_tree(real, target, ctx.repo_root)
+    copy_tree(real, target, ctx.repo_root, CopyLimits(deadline=ctx.deadline))
     ensure_dependencies(target, real, ctx, depth + 1)
     return f"{dep.name} (file://{relative})"
-
-
-def copy_tree(source: Path, target: Path, repo_root: Path) -> None:
-    """Copy a directory, following symlinks only when they stay inside the repository."""
-    root = os.path.realpath(repo_root)
-
-    def check(directory: str, names: list[str]) -> list[str]:
-        for name in names:
-            path = os.path.join(directory, name)
-            if os.path.islink(path):
-                real = os.path.realpath(path)
-                if os.path.commonpath([real, root]) != root:
-                    rel = os.path.relpath(path, source)
-                    raise RenderError(f"symlink {rel} points outside the repository; refused")
-        return [name for name in names if name in (".git",)]
-
-    shutil.copytree(source, target, symlinks=False, ignore=check, dirs_exist_ok=True)

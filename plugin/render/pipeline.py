@@ -7,6 +7,7 @@ end together with the per-render Helm home and any resolved values file.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -22,6 +23,7 @@ from plugin.errors import RenderError
 from plugin.manifests.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_SETTING, InputStream, format_size
 from plugin.manifests.yamlio import dump, load_one
 from plugin.render import dependencies, detect, helm, kustomize, plain
+from plugin.render.copying import CopyLimits, copy_tree
 from plugin.render.process import Confinement, Deadline, child_environment, run
 from plugin.render.values_secrets import SharedReads
 from plugin.security import sandbox
@@ -55,6 +57,11 @@ class RenderContext:
     max_input: int | None = DEFAULT_MAX_INPUT
     #: Landlock mode and ABI (`PLUGIN_SANDBOX`); computed from `environ` when not given.
     sandbox: sandbox.Status | None = None
+    #: Budgets of the private copy of a chart or Kustomize tree (the deadline is added).
+    copy_limits: CopyLimits = field(default_factory=CopyLimits)
+
+    def limits_for_copy(self) -> CopyLimits:
+        return dataclasses.replace(self.copy_limits, deadline=self.deadline)
 
     def confinement(
         self,
@@ -133,11 +140,11 @@ def render(app_dir: Path, ctx: RenderContext) -> RenderResult:
             # (Also with --enable-helm, which writes the charts it pulls next to the
             # kustomization.)
             work_root = scratch / "repo"
-            dependencies.copy_tree(repo_root, work_root, repo_root)
+            copy_tree(repo_root, work_root, repo_root, ctx.limits_for_copy())
             work = work_root / os.path.relpath(app_dir, repo_root)
         else:
             work = scratch / "app"
-            dependencies.copy_tree(app_dir, work, repo_root)
+            copy_tree(app_dir, work, repo_root, ctx.limits_for_copy())
         timings = {"copy": time.monotonic() - started}
         merged_values: Path | None = None
         if templated:
