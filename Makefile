@@ -16,6 +16,9 @@ TOOL_ENV = HELM3_BIN="$${HELM3_BIN:-$(TOOLS_BIN)/helm3}" \
 	HELM4_BIN="$${HELM4_BIN:-$(TOOLS_BIN)/helm4}" \
 	KUSTOMIZE_BIN="$${KUSTOMIZE_BIN:-$(TOOLS_BIN)/kustomize}" \
 	BAO_BIN="$${BAO_BIN:-$(TOOLS_BIN)/bao}" \
+	ARGOCD_CMP_SERVER_BIN="$${ARGOCD_CMP_SERVER_BIN:-$(TOOLS_BIN)/argocd-cmp-server}" \
+	CMP_CLIENT_BIN="$${CMP_CLIENT_BIN:-$(TOOLS_BIN)/cmp-client}" \
+	GOYAML_JSON_BIN="$${GOYAML_JSON_BIN:-$(TOOLS_BIN)/goyaml-json}" \
 	REGISTRY_BIN="$${REGISTRY_BIN:-$(TOOLS_BIN)/registry}"
 
 .PHONY: help venv tools lint test test-unit demo clean
