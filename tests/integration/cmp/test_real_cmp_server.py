@@ -566,3 +566,28 @@ def test_sigkill_follows_sigterm_five_seconds_later(
     assert alive(child), "SIGTERM is ignored: the child lives on until SIGKILL"
     assert wait_dead([child], timeout=deadline_at + 7.0 - time.monotonic()) == []
     assert time.monotonic() - deadline_at >= 4.5
+
+
+# --- goyaml-json: Go's YAML readers, for the YAML writer's tests ------------------------------
+
+
+def test_goyaml_json_reads_like_go() -> None:
+    """YAML 1.1 typing as Argo CD reads it (sigs.k8s.io/yaml) and as yaml.v2 types it."""
+    text = "a: yes\nb: 010\nc: 1.0\nn: 1e3\nd: 2024-01-01\n1: int\n"
+    assert goyaml_json(text) == [
+        {"a": True, "b": 8, "c": 1, "false": 1000, "d": "2024-01-01", "1": "int"}
+    ]
+    assert type(goyaml_json("c: 1.0\n")[0]["c"]) is int  # JSON 1: the float is gone
+    (tagged,) = goyaml_json(text, lib="yamlv2")
+    assert tagged["t"] == "map"
+    entries = {(k["t"], k["v"]): v for k, v in tagged["v"]}
+    assert entries[("str", "a")] == {"t": "bool", "v": True}
+    assert entries[("str", "b")] == {"t": "int", "v": "8"}
+    assert entries[("str", "c")] == {"t": "float", "v": "1"}
+    assert entries[("bool", False)] == {"t": "float", "v": "1000"}  # the key `n` is a bool
+    assert entries[("int", "1")] == {"t": "str", "v": "int"}
+    # Argo CD skips empty documents; yaml.v2 returns them as null.
+    assert goyaml_json("---\n---\nkind: A\n") == [{"kind": "A"}]
+    assert goyaml_json("---\n---\nkind: A\n", lib="yamlv2")[0] == {"t": "null", "v": None}
+    with pytest.raises(ValueError, match=r"json: unsupported value: \+Inf"):
+        goyaml_json("x: .inf\n")  # a manifest Argo CD cannot read at all
