@@ -19,7 +19,9 @@ TOOL_ENV = HELM3_BIN="$${HELM3_BIN:-$(TOOLS_BIN)/helm3}" \
 	ARGOCD_CMP_SERVER_BIN="$${ARGOCD_CMP_SERVER_BIN:-$(TOOLS_BIN)/argocd-cmp-server}" \
 	CMP_CLIENT_BIN="$${CMP_CLIENT_BIN:-$(TOOLS_BIN)/cmp-client}" \
 	GOYAML_JSON_BIN="$${GOYAML_JSON_BIN:-$(TOOLS_BIN)/goyaml-json}" \
-	REGISTRY_BIN="$${REGISTRY_BIN:-$(TOOLS_BIN)/registry}"
+	REGISTRY_BIN="$${REGISTRY_BIN:-$(TOOLS_BIN)/registry}" \
+	KUBE_APISERVER_BIN="$${KUBE_APISERVER_BIN:-$(TOOLS_BIN)/kube-apiserver}" \
+	ETCD_BIN="$${ETCD_BIN:-$(TOOLS_BIN)/etcd}"
 
 .PHONY: help venv tools lint test test-unit demo clean
 
