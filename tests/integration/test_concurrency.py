@@ -100,11 +100,11 @@ def test_fifty_renders_share_caches_without_duplicating_work(
     helm_cache = tmp_path / "home" / "plugin-cache" / "helm"
     [index] = helm_cache.glob("index/*.json")
     assert "webapp" in json.loads(index.read_text())["entries"]
-    [archive] = helm_cache.glob("charts/*/webapp-0.1.0.tgz")
+    [entry] = helm_cache.glob("charts/*.entry")  # header line, then the archive's bytes
+    header, archive = entry.read_bytes().split(b"\n", 1)
     published = chart_repo.root / "webapp-0.1.0.tgz"
-    assert hashlib.sha256(archive.read_bytes()).digest() == (
-        hashlib.sha256(published.read_bytes()).digest()
-    )
+    assert hashlib.sha256(archive).digest() == hashlib.sha256(published.read_bytes()).digest()
+    assert json.loads(header)["sha256"] == hashlib.sha256(archive).hexdigest()
     leftovers = [p for p in helm_cache.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
 

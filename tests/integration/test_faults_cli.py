@@ -397,4 +397,4 @@ def test_hanging_chart_repository_hits_the_deadline_then_recovers(
     documents = assert_succeeded(plugin.generate(chart), CANARY, CANARY_KEY)
     assert {doc["kind"] for doc in documents} >= {"Secret", "Deployment"}
     assert len(list(cache.glob("index/*.json"))) == 1
-    assert len(list(cache.glob("charts/*/webapp-0.1.0.tgz"))) == 1
+    assert len(list(cache.glob("charts/*.entry"))) == 1  # webapp 0.1.0
