@@ -34,7 +34,7 @@ from tests.cmp_harness import (
     sidecar_env,
 )
 from tests.integration.cmp.conftest import SECRETS, RealCmpFactory, write
-from tests.real_cmp import CmpResult, RealCmpServer, goyaml_json, plugin_name
+from tests.real_cmp import CmpResult, RealCmpServer, goyaml_json, plugin_name, require
 
 pytestmark = pytest.mark.integration
 
@@ -316,6 +316,30 @@ def test_unresolved_placeholder_fails_with_argocds_message(
     assert "kv/data/missing" in got.condition
     for value in SECRETS["kv/data/database"].values():
         assert str(value) not in got.condition  # the resolved secrets never reach the UI
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_cmp_server_log_and_secrets(home: Path, tmp_path: Path, level: str) -> None:
+    """What reaches the sidecar's log: never a secret at info level (the plugin keeps them off
+    stderr, which the cmp-server logs), the whole output at debug level (docs/security.md)."""
+    repo = write(tmp_path / "repo", {"apps/plain/secret.yaml": SECRET_MANIFEST})
+    server = RealCmpServer(
+        require("argocd-cmp-server"),
+        require("cmp-client"),
+        PLUGIN_YAML,
+        sidecar(home),
+        tmp_path / "server",
+        log_level=level,
+    )
+    (tmp_path / "server").mkdir()
+    with server:
+        assert server.generate(repo / "apps/plain", repo=repo).ok
+        write(repo, {"apps/plain/bad.yaml": "kind: ConfigMap\ndata: {x: <path:kv/data/nope#x>}\n"})
+        assert not server.generate(repo / "apps/plain", repo=repo).ok
+    log = server.log()
+    assert "`plugin generate .` failed exit status 1" in log
+    leaked = [v for v in SECRETS["kv/data/database"].values() if str(v) in log]
+    assert leaked == ([] if level == "info" else list(SECRETS["kv/data/database"].values()))
 
 
 # --- discovery (plugin-with-discovery.yaml) --------------------------------------------------
