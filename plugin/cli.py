@@ -404,7 +404,10 @@ def _run_directory(
 ) -> int:
     """A directory: Argo CD's request -> renderer -> engine (both secret phases share reads)."""
     from plugin.render import pipeline
+    from plugin.render.scratch import sweep
     from plugin.render.values_secrets import SharedReads
+
+    sweep()  # scratch directories of renders that were SIGKILLed (never a live render's)
 
     timeout = settings.get_float("PLUGIN_TIMEOUT", DEFAULT_TIMEOUT_SECONDS)
     deadline = Deadline.after(timeout, started)

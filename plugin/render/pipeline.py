@@ -1,17 +1,20 @@
 """Render an application directory: [Jinja2] -> detect -> Helm | Kustomize | plain -> streams.
 
 The user's tree is never modified: Helm charts (which get dependencies added to `charts/`)
-and directories with `*.j2` files are rendered in a private temporary copy, removed at the
-end together with the per-render Helm home and any resolved values file.
+and directories with `*.j2` files are rendered in a private scratch copy (`plugin.render.
+scratch`: locked while the render runs, removed at the end, swept at the next start when a
+SIGKILL left it). Resolved values and inline values never touch the disk: Helm reads them from
+memory files (`MemoryFiles`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +27,8 @@ from plugin.manifests.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_SETTING, InputS
 from plugin.manifests.yamlio import dump, load_one
 from plugin.render import dependencies, detect, helm, kustomize, plain
 from plugin.render.copying import CopyLimits, copy_tree
-from plugin.render.process import Confinement, Deadline, child_environment, run
+from plugin.render.process import Completed, Confinement, Deadline, child_environment, run
+from plugin.render.scratch import scratch_directory
 from plugin.render.values_secrets import SharedReads
 from plugin.security import sandbox
 from plugin.security.redact import Redactor
@@ -130,10 +134,9 @@ def render(app_dir: Path, ctx: RenderContext) -> RenderResult:
         streams = plain.read_directory(app_dir, confine=repo_root, max_bytes=ctx.max_input)
         return RenderResult(streams, kind, strict=False)
     if kind == detect.KUSTOMIZE and not templated and not kustomize.enable_helm(ctx.environ):
-        with tempfile.TemporaryDirectory(prefix="plugin-render-") as kustomize_scratch:
-            return _kustomize(app_dir, Path(kustomize_scratch), ctx, read=repo_root)
-    with tempfile.TemporaryDirectory(prefix="plugin-render-") as scratch_name:
-        scratch = Path(scratch_name)
+        with scratch_directory() as kustomize_scratch:
+            return _kustomize(app_dir, kustomize_scratch, ctx, read=repo_root)
+    with scratch_directory() as scratch:
         started = time.monotonic()
         if kind == detect.KUSTOMIZE:
             # Relative references (`../base`) must keep working: copy the whole repository.
@@ -256,7 +259,6 @@ def _helm(
         values.append(merged_values)
     names = [*request.values_files, *args.values_files]
     values += helm.resolve_values_files(names, app_dir, repo_root, build_env, work)
-    inline_dir = scratch / "inline"
     inline_data: list[tuple[str, dict[str, Any]]] = []
     for item in request.inline_values:
         inline_data.append((item.origin, helm.load_inline_values(item.text, item.origin)))
@@ -280,13 +282,51 @@ def _helm(
     if added:
         log.debug("dependencies added to charts/: %s", ", ".join(added))
 
-    if ctx.reads is not None:
-        values, inline_data = _resolve_values_phase(work, values, inline_data, scratch, ctx)
-    for number, (_origin, data) in enumerate(inline_data):
-        inline_dir.mkdir(mode=0o700, exist_ok=True)
-        path = inline_dir / f"inline-{number}.yaml"
-        _write_private(path, dump(data) if data else "{}\n")
-        values.append(path)
+    with MemoryFiles() as memory:
+        value_paths = [str(path) for path in values]
+        if ctx.reads is not None:
+            value_paths, inline_data = _resolve_values_phase(work, values, inline_data, memory, ctx)
+        # Inline values (resolved or not) never touch the disk either.
+        value_paths += [memory.add(dump(data) if data else "{}\n") for _, data in inline_data]
+        done = _helm_template(
+            helm_bin=helm_bin,
+            app_dir=app_dir,
+            work=work,
+            repo_root=repo_root,
+            scratch=scratch,
+            env=env,
+            value_paths=value_paths,
+            memory=memory,
+            ctx=ctx,
+        )
+    timings["helm template"] = done.seconds
+    text = done.stdout.decode("utf-8", "replace")
+    return RenderResult(
+        [InputStream("helm template", text)],
+        detect.HELM,
+        strict=True,
+        timings=timings,
+        fetched=list(cache.fetched),
+    )
+
+
+def _helm_template(
+    *,
+    helm_bin: str,
+    app_dir: Path,
+    work: Path,
+    repo_root: Path,
+    scratch: Path,
+    env: Mapping[str, str],
+    value_paths: list[str],
+    memory: MemoryFiles,
+    ctx: RenderContext,
+) -> Completed:
+    """`helm template` itself: flags in Argo CD's order, values files as `value_paths` (memory
+    files among them), confined (no network: dependencies are already in the work copy)."""
+    request = ctx.request
+    args = helm.parse_helm_args(request.helm_args)
+    build_env = request.environment
 
     sets: list[tuple[str, str]] = helm.parameter_sets(request.helm_parameters, build_env)
     sets += args.sets
@@ -299,17 +339,16 @@ def _helm(
         namespace=request.namespace,
         kube_version=args.kube_version or request.kube_version,
         sets=sets,
-        values_files=[str(path) for path in values],
+        values_files=value_paths,
         api_versions=helm.dedupe([*request.api_versions, *args.api_versions]),
         include_crds=include_crds,
         skip_tests=request.skip_tests or args.skip_tests,
     )
     argv = helm.template_command(helm_bin, inputs)
-    # `helm template` needs no network: dependencies are already in the work copy.
     confinement = ctx.confinement(
         read=[work, repo_root], write=[scratch], programs=[helm_bin], connect_ports=[]
     )
-    done = run(
+    return run(
         argv,
         stage="helm template",
         cwd=work,
@@ -318,33 +357,68 @@ def _helm(
         redactor=ctx.redactor,
         max_output=ctx.max_input,
         confinement=confinement,
-    )
-    timings["helm template"] = done.seconds
-    text = done.stdout.decode("utf-8", "replace")
-    return RenderResult(
-        [InputStream("helm template", text)],
-        detect.HELM,
-        strict=True,
-        timings=timings,
-        fetched=list(cache.fetched),
+        pass_fds=memory.fds,
     )
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+class MemoryFiles:
+    """Anonymous in-memory files (memfd) for content that must never touch the disk.
+
+    Each file is sealed read-only and handed to a child by descriptor (`pass_fds`); the child
+    opens it as `/proc/self/fd/N` (Helm 3 and 4 read `--values` from there, also under
+    Landlock). The descriptors are closed, and the memory freed, when the block ends; nothing
+    is left behind even if the plugin is SIGKILLed.
+    """
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+
+    def __enter__(self) -> MemoryFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds.clear()
+
+    def add(self, text: str) -> str:
+        """A new memory file holding `text`; returns the path a child opens it by."""
+        memfd_create = getattr(os, "memfd_create", None)
+        if memfd_create is None:
+            raise RenderError("resolved values need memfd_create (Linux >= 3.17); refused")
+        fd = memfd_create("plugin-values", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        self.fds.append(fd)
+        data = text.encode("utf-8")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return f"/proc/self/fd/{fd}"
+
+
+_SEALS = (
+    getattr(fcntl, "F_SEAL_SEAL", 1)
+    | getattr(fcntl, "F_SEAL_SHRINK", 2)
+    | getattr(fcntl, "F_SEAL_GROW", 4)
+    | getattr(fcntl, "F_SEAL_WRITE", 8)
+)
 
 
 def _resolve_values_phase(
     work: Path,
     values: list[Path],
     inline: list[tuple[str, dict[str, Any]]],
-    scratch: Path,
+    memory: MemoryFiles,
     ctx: RenderContext,
-) -> tuple[list[Path], list[tuple[str, dict[str, Any]]]]:
-    """Phase one: resolve placeholders in the chart's values.yaml (in the private copy), in
-    every values file (resolved copies, mode 0600, in the scratch dir) and in inline values."""
+) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
+    """Phase one: resolve placeholders in the chart's values.yaml, in every values file and in
+    inline values. The resolved documents live in memory files only: never on disk.
+
+    The chart's own values.yaml stays as it is in the work copy (placeholders); its resolved
+    form is given to Helm as the first `--values`, which overrides every key it sets.
+    """
     assert ctx.reads is not None
     ctx.deadline.check("resolving secrets in values")
     targets: list[tuple[str, Path]] = []
@@ -372,20 +446,17 @@ def _resolve_values_phase(
         loaded.append((name, data))
     resolved = ctx.reads.resolve_values([*loaded, *inline])
     ctx.redactor.add(ctx.reads.secret_strings())
-    out_dir = scratch / "resolved"
-    out_dir.mkdir(mode=0o700, exist_ok=True)
-    replaced: dict[Path, Path] = {}
-    for number, ((_name, path), data) in enumerate(zip(targets, resolved, strict=False)):
+    first: list[str] = []
+    replaced: dict[Path, str] = {}
+    for (_name, path), data in zip(targets, resolved, strict=False):
         if path == chart_values:
-            _write_private(path, dump(data))
-            continue
-        target = out_dir / f"values-{number}.yaml"
-        _write_private(target, dump(data))
-        replaced[path] = target
+            first.append(memory.add(dump(data)))
+        else:
+            replaced[path] = memory.add(dump(data))
     new_inline = [
         (origin, data) for (origin, _), data in zip(inline, resolved[len(targets) :], strict=True)
     ]
-    return [replaced.get(path, path) for path in values], new_inline
+    return [*first, *(replaced.get(path, str(path)) for path in values)], new_inline
 
 
 def _load_values_file(text: str, name: str) -> dict[str, Any] | None:

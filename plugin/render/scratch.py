@@ -1,0 +1,94 @@
+"""The private scratch directory of one render, and the sweep of those left by killed renders.
+
+When Argo CD's deadline fires first, the cmp-server SIGKILLs the plugin: no `finally` runs and
+`$TMPDIR/plugin-render-*` stays behind (the work copy of a chart, a Helm home). Secrets never
+are in it (resolved values reach Helm through memfds, see `plugin.render.pipeline`), but the
+directories pile up. So:
+
+- each render holds an exclusive `flock` on its scratch directory for its whole life (the
+  lock dies with the process, also on SIGKILL). The directory is created under a temporary
+  name (`.plugin-new-*`), locked, and only then renamed to `plugin-render-*`: a
+  `plugin-render-*` directory is locked from the moment it has that name;
+- at the next start, `sweep()` removes every `plugin-render-*` directory of the same user
+  whose lock is free, and `.plugin-new-*` directories older than a minute (a process killed
+  between the two steps). A directory of a live render is never touched: its lock is held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PREFIX = "plugin-render-"
+NEW_PREFIX = ".plugin-new-"
+#: A `.plugin-new-*` directory younger than this may still be renamed by a live render.
+NEW_MAX_AGE_SECONDS = 60.0
+
+
+@contextlib.contextmanager
+def scratch_directory(base: str | None = None) -> Iterator[Path]:
+    """A fresh 0700 directory, locked while the render runs and removed afterwards."""
+    fresh = Path(tempfile.mkdtemp(prefix=NEW_PREFIX, dir=base))
+    handle = os.open(fresh, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    path = fresh
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        path = fresh.with_name(PREFIX + secrets.token_hex(8))
+        os.mkdir(path, 0o700)  # reserve the name (fails if taken), then move onto it
+        os.rename(fresh, path)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+    finally:
+        os.close(handle)
+        if path != fresh:
+            shutil.rmtree(fresh, ignore_errors=True)
+
+
+def sweep(base: str | None = None, now: float | None = None) -> list[str]:
+    """Remove the scratch directories of dead renders; returns their names (for logs/tests)."""
+    root = base or tempfile.gettempdir()
+    now = time.time() if now is None else now
+    removed: list[str] = []
+    try:
+        names = [name for name in os.listdir(root) if name.startswith((PREFIX, NEW_PREFIX))]
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(root, name)
+        try:
+            handle = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # not a directory, a symlink, or gone
+        try:
+            info = os.fstat(handle)
+            young = now - info.st_mtime < NEW_MAX_AGE_SECONDS
+            if (
+                not stat.S_ISDIR(info.st_mode)
+                or info.st_uid != os.geteuid()
+                or (name.startswith(NEW_PREFIX) and young)
+            ):
+                continue
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live render holds it
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(name)
+        finally:
+            os.close(handle)
+    if removed:
+        log.debug("removed %d scratch directories left by killed renders", len(removed))
+    return removed

@@ -1,0 +1,56 @@
+"""Scratch directories: locked for a render's life, swept when a killed render left them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from plugin.render import scratch
+
+
+def test_a_live_render_is_never_swept_and_a_dead_one_is(tmp_path: Path) -> None:
+    base = str(tmp_path)
+    with scratch.scratch_directory(base) as live:
+        assert live.name.startswith(scratch.PREFIX)
+        assert oct(live.stat().st_mode & 0o777) == "0o700"
+        (live / "file").write_text("x")
+        assert scratch.sweep(base) == []
+        assert live.is_dir()
+    assert not live.exists()  # removed at the end
+    # A render SIGKILLed in the middle: its directory stays, unlocked.
+    code = (
+        "import os, signal, sys\n"
+        "from plugin.render import scratch\n"
+        f"with scratch.scratch_directory({base!r}) as path:\n"
+        "    (path / 'values.yaml').write_text('x')\n"
+        "    print(path, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[2],
+        check=False,
+    )
+    left = Path(done.stdout.strip())
+    assert left.is_dir()
+    # Not ours (another user's directory with the same prefix): left alone.
+    foreign = tmp_path / f"{scratch.PREFIX}foreign"
+    if os.geteuid() == 0:  # only root can make a directory of another user
+        foreign.mkdir()
+        os.chown(foreign, 54321, 54321)
+    # A fresh, not yet renamed directory of a live render: left alone while young.
+    young = tmp_path / f"{scratch.NEW_PREFIX}young"
+    young.mkdir()
+    old = tmp_path / f"{scratch.NEW_PREFIX}old"
+    old.mkdir()
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    removed = scratch.sweep(base)
+    assert sorted(removed) == sorted([left.name, old.name])
+    assert not left.exists() and not old.exists()
+    assert young.exists()
+    assert foreign.exists() == (os.geteuid() == 0)  # never swept
