@@ -24,11 +24,22 @@ from pathlib import Path
 from typing import Any
 
 import hvac
+import hypothesis
 import pytest
 import requests
 import yaml
 
 from tests.kube_fixture import kube_api  # noqa: F401  (real kube-apiserver + etcd)
+
+# Property tests judge correctness, never speed: no per-example deadline and no "too slow"
+# health check, so that a loaded machine (CI, parallel builds) cannot fail them. Speed is
+# measured in bench/.
+hypothesis.settings.register_profile(
+    "project",
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.data_too_large],
+)
+hypothesis.settings.load_profile("project")
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = ROOT / ".tools" / "bin"
