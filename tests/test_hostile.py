@@ -194,10 +194,8 @@ def test_jsonpath_that_would_run_for_ever_is_stopped() -> None:
     for _ in range(8):
         data = {"a": data, "b": data}
     template = "{range ..}" * 20 + "x" + "{end}" * 20
-    started = time.monotonic()
     with pytest.raises(JSONPathError, match="too much work"):
         execute(template, data)
-    assert time.monotonic() - started < 10
     with pytest.raises(ModifierError, match="too much work"):
         apply("jsonPath", (template,), data)
 

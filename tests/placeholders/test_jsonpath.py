@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import time
 from typing import Any
 
 import pytest
@@ -872,9 +871,8 @@ def test_recursive_descent_on_deep_data() -> None:
 
 def test_recursive_descent_is_linear() -> None:
     data = {"items": [{"metadata": {"name": f"n{i}", "labels": {"a": "b"}}} for i in range(50_000)]}
-    started = time.monotonic()
+    # Quadratic work would exceed the evaluator's step budget (2,000,000) and raise.
     out = run("{..name}", data)
-    assert time.monotonic() - started < 10
     assert out.count(" ") == 49_999
 
 

@@ -133,14 +133,12 @@ def test_public_text_never_shields_a_secret_running_past_it() -> None:
     assert redactor.clean("<path:kv/app#string>-and-more") == REPLACEMENT
 
 
-def test_cleaning_is_fast_with_many_secrets() -> None:
-    import time
-
+def test_cleaning_with_many_secrets_keeps_public_text() -> None:
+    # Speed with many secrets is measured in bench/, not here.
     redactor = Redactor(f"secret-value-number-{n:05d}" for n in range(5000))
     text = "a line of an error message naming kv/data/app and a field\n" * 200
-    started = time.monotonic()
     assert redactor.clean(text) == text
-    assert time.monotonic() - started < 1.0
+    assert redactor.clean(text + "secret-value-number-04999") == text + "<redacted>"
 
 
 def test_stream_redacts_values_split_across_writes() -> None:
