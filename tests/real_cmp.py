@@ -215,6 +215,10 @@ class RealCmpServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def start(self) -> RealCmpServer:
         config_dir = self.workdir / "config"
         config_dir.mkdir(parents=True, exist_ok=True)
@@ -250,11 +254,13 @@ class RealCmpServer:
         return self
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL: on SIGTERM argocd-cmp-server only removes its socket (new
+        requests fail, running ones go on) and keeps running until it is killed."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)

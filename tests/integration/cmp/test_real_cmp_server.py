@@ -171,6 +171,26 @@ def test_socket_is_named_after_the_plugin(real_cmp: RealCmpFactory, home: Path) 
     assert "No discovery configuration is defined for plugin argocd-secrets-plugin" in server.log()
 
 
+def test_sigterm_only_removes_the_socket(home: Path, tmp_path: Path) -> None:
+    """On SIGTERM (a pod being stopped) argocd-cmp-server removes its socket and stays up: new
+    requests fail, and it ends only with SIGKILL at the end of the grace period."""
+    server = RealCmpServer(
+        require("argocd-cmp-server"), require("cmp-client"), PLUGIN_YAML, sidecar(home), tmp_path
+    )
+    with server:
+        assert server.pid is not None and server.check().ok
+        os.kill(server.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while server.socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not server.socket_path.exists()
+        time.sleep(1)
+        assert server.running
+        refused = server.check()
+        assert not refused.ok
+        assert "connect: no such file or directory" in refused.error
+
+
 # --- renders compared with plugin generate ---------------------------------------------------
 
 
