@@ -1,5 +1,8 @@
 """Command line: `plugin generate`, `plugin check`, `plugin parameters`, `plugin discover`,
-`plugin version`.
+`plugin version`, `plugin serve`.
+
+The console script is `plugin.__main__` (it hands the command line to the zygote when one
+runs); this module is what runs the command, in the zygote's child or in-process.
 
 `generate DIR` (and `check DIR`) run the whole pipeline: Argo CD's request -> render (Jinja2,
 Helm, Kustomize or plain directory) -> plan reads -> fetch -> substitute -> emit. A single
@@ -67,6 +70,7 @@ from plugin.security import sandbox
 from plugin.security.policy import Decision
 from plugin.security.policy import apply as apply_policy
 from plugin.security.redact import RedactingFormatter, RedactingStream, Redactor
+from plugin.serve import server as serve_command
 
 log = logging.getLogger("plugin")
 
@@ -130,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         "something this plugin can render; exit 0 with no output otherwise",
     )
     disc.add_argument("path", nargs="?", default=".", help="application directory")
+    serve_command.add_arguments(
+        commands.add_parser(
+            "serve",
+            help="run the zygote that forks one warm process per request (see docs/cmp.md)",
+            description="run the zygote that forks one warm process per request",
+        )
+    )
     return parser
 
 
@@ -200,6 +211,8 @@ def _main(argv: Sequence[str] | None, redactor: Redactor) -> int:
             return _parameters(Path(args.path), bool(args.all), sys.stdout)
         if args.command == "discover":
             return _discover(Path(args.path), sys.stdout)
+        if args.command == "serve":
+            return serve_command.run(args, os.environ, sys.stdout, entry=main)
         _configure_logging(args, redactor)
         if argv is None:  # the real process (not a test calling main()): SIGTERM kills children
             install_signal_handlers()

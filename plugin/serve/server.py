@@ -1,0 +1,695 @@
+"""The zygote: import the plugin once, then fork one child per request (`plugin serve`).
+
+Process tree for one request (all in the sidecar, all with the plugin's UID):
+
+    zygote            imports every module, never reads a request, never loads settings;
+      |               checks the peer's UID (SO_PEERCRED), forks and goes back to accept()
+      +- supervisor   reads the request (argv, environment, stdio and working directory fds),
+          |           answers, makes a private scratch directory, forks the worker, relays
+          |           SIGTERM/SIGINT from the client, and when the client disappears (EOF:
+          |           it exited or Argo CD SIGKILLed it) kills the worker's process group and
+          |           every process left under it (it is a child subreaper, so helm and
+          |           kustomize, which run in process groups of their own, come back to it);
+          |           then removes the scratch directory and sends the exit status
+          +- worker       its own session and process group; the client's stdio on 0/1/2, its
+                          working directory, umask, environment and argv; runs
+                          `plugin.cli.main()` exactly as an in-process run does, then exits
+
+Nothing of a request outlives it: the worker and the supervisor exit, and the zygote never
+saw the request's bytes. The zygote replaces itself (exec, keeping the listening socket, so
+no client is turned away) after `PLUGIN_SERVE_MAX_REQUESTS` requests and when a file of the
+plugin changed on disk; a client that arrives while it is stale renders in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import gc
+import importlib
+import io
+import os
+import pkgutil
+import select
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TextIO
+
+from plugin import __version__
+from plugin.errors import ConfigError, UsageError
+from plugin.serve import client
+
+MAX_REQUESTS_SETTING = "PLUGIN_SERVE_MAX_REQUESTS"
+DEFAULT_MAX_REQUESTS = 1000
+#: How long `--exec` waits for the zygote to be ready before it execs the program anyway.
+READY_TIMEOUT_SECONDS = 60.0
+#: How long the supervisor waits for the client's request bytes.
+REQUEST_TIMEOUT_SECONDS = 30.0
+#: How often the zygote checks that its socket file is still its own.
+CHECK_INTERVAL_SECONDS = 30.0
+#: Libraries that the stages import lazily: imported by the zygote so children do not.
+THIRD_PARTY = ("yaml", "jinja2", "hvac", "requests", "urllib3", "certifi", "ssl", "ctypes")
+_PR_SET_CHILD_SUBREAPER = 36
+_DESCRIPTORS = 4  # stdin, stdout, stderr, working directory
+
+
+class ProtocolError(Exception):
+    """The request is malformed; the client is told why and renders itself."""
+
+
+class AlreadyRunningError(ConfigError):
+    """A zygote of this UID already answers on the socket."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--socket",
+        help="unix socket to listen on / ask (default: PLUGIN_SERVE_SOCKET, else a private "
+        "directory under $XDG_RUNTIME_DIR or the plugin cache directory)",
+    )
+    parser.add_argument(
+        "--status", action="store_true", help="report whether a zygote serves the socket"
+    )
+    parser.add_argument(
+        "--max-requests",
+        type=int,
+        help=f"requests before the zygote replaces itself ({MAX_REQUESTS_SETTING}, "
+        f"default {DEFAULT_MAX_REQUESTS})",
+    )
+    parser.add_argument(
+        "--exec",
+        dest="exec_argv",
+        nargs=argparse.REMAINDER,
+        metavar="PROGRAM",
+        help="start the zygote in the background, then replace this process with PROGRAM "
+        "[ARGS...] (in Argo CD: /var/run/argocd/argocd-cmp-server)",
+    )
+    parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+
+
+#: The command line's entry point (`plugin.cli.main`), handed over by the command line itself:
+#: `serve` sits below `cli` in the import order.
+Entry = Callable[[], int]
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, entry: Entry) -> int:
+    """`plugin serve`: foreground zygote, `--status`, or `--exec PROGRAM`.
+
+    `entry` is what a worker runs for each request (`plugin.cli.main`, with sys.argv set).
+    """
+    path = os.path.abspath(args.socket) if args.socket else client.socket_path(environ)
+    if args.status:
+        return status(path, out)
+    max_requests = args.max_requests or max_requests_setting(environ)
+    if max_requests < 1:
+        raise UsageError("--max-requests must be at least 1")
+    if args.exec_argv is not None:
+        if not args.exec_argv:
+            raise UsageError("--exec needs a program to run")
+        start_detached(path, max_requests, entry)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(args.exec_argv[0], args.exec_argv)  # noqa: S606 - the operator's command
+    serve(path, max_requests, entry, listen_fd=args.listen_fd)
+    return 0
+
+
+def max_requests_setting(environ: Mapping[str, str]) -> int:
+    text = environ.get(MAX_REQUESTS_SETTING, "").strip()
+    if not text:
+        return DEFAULT_MAX_REQUESTS
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{MAX_REQUESTS_SETTING} must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _say(message: str) -> None:
+    """The zygote's own log line (stderr of the sidecar); never any request data."""
+    with contextlib.suppress(OSError):
+        os.write(2, f"plugin serve: {message}\n".encode("utf-8", "replace"))
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def status(path: str, out: TextIO) -> int:
+    """Exit 0 and print the zygote's state when one answers at `path`, else exit 1."""
+    try:
+        sock = client.connect(path)
+    except client.UnavailableError as exc:
+        out.write(f"zygote: not running ({exc})\n")
+        return 1
+    try:
+        client.send_request(sock, "status", [])
+        chunks = []
+        while chunk := sock.recv(4096):
+            chunks.append(chunk)
+    except (client.UnavailableError, OSError) as exc:
+        out.write(f"zygote: not answering ({exc})\n")
+        return 1
+    finally:
+        sock.close()
+    out.write(b"".join(chunks).decode("utf-8", "replace"))
+    return 0
+
+
+# ---------------------------------------------------------------------------- start-up
+
+
+def _prepare_directory(directory: str) -> None:
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)
+    try:
+        client.check_private_directory(directory)
+    except client.UnavailableError as exc:
+        raise ConfigError(f"plugin serve: refusing to listen: {exc}") from None
+
+
+def listen(path: str) -> socket.socket:
+    """A listening socket at `path` in a private directory (0700, ours), mode 0600."""
+    _prepare_directory(os.path.dirname(path))
+    try:
+        client.connect(path, timeout=2.0).close()
+    except client.UnavailableError:
+        pass  # nothing answers: a stale socket file is replaced below
+    else:
+        raise AlreadyRunningError(f"a zygote already serves {path}")
+    temporary = os.path.join(os.path.dirname(path), f".{client.SOCKET_NAME}.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(temporary)
+        os.chmod(temporary, 0o600)
+        sock.listen(128)
+        os.replace(temporary, path)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"plugin serve: cannot listen on {path}: {exc.strerror}") from None
+    return sock
+
+
+def preload() -> None:
+    """Import every module a request may need, then freeze them out of the garbage collector.
+
+    Only imports: no settings are read, no backend is built, nobody logs in.
+    """
+    import plugin
+
+    for info in pkgutil.walk_packages(plugin.__path__, "plugin."):
+        if info.name.startswith("plugin.serve") or info.name.endswith("__main__"):
+            continue
+        try:
+            importlib.import_module(info.name)
+        except Exception as exc:  # a broken optional module must not stop the zygote
+            _say(f"could not preload {info.name} ({type(exc).__name__})")
+    for name in THIRD_PARTY:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    gc.collect()
+    gc.freeze()
+
+
+def code_stamp() -> dict[str, tuple[int, int, int]]:
+    """(mtime, size, inode) of every loaded module file of the plugin package."""
+    base = client.package_dir() + os.sep
+    stamp: dict[str, tuple[int, int, int]] = {}
+    for module in list(sys.modules.values()):
+        filename = getattr(module, "__file__", None)
+        if isinstance(filename, str) and filename.startswith(base):
+            try:
+                info = os.stat(filename)
+            except OSError:
+                stamp[filename] = (0, 0, 0)
+            else:
+                stamp[filename] = (info.st_mtime_ns, info.st_size, info.st_ino)
+    return stamp
+
+
+def _ensure_standard_fds() -> None:
+    """0, 1 and 2 are open (on /dev/null if need be): received descriptors never land there."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def start_detached(path: str, max_requests: int, entry: Entry) -> bool:
+    """Start a zygote in its own session; wait until it listens. False if it did not start."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the detached processes
+        code = 1
+        try:
+            os.close(read_end)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            os.close(null)
+            serve(path, max_requests, entry, ready_fd=write_end)
+            code = 0
+        except AlreadyRunningError:
+            with contextlib.suppress(OSError):
+                os.write(write_end, b"1")
+            code = 0
+        except BaseException as exc:
+            _say(f"the zygote stopped: {exc}")
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    try:
+        ready, _, _ = select.select([read_end], [], [], READY_TIMEOUT_SECONDS)
+        started = bool(ready) and os.read(read_end, 1) == b"1"
+    finally:
+        os.close(read_end)
+    if not started:
+        _say("the zygote did not start; every request renders in its own process")
+    return started
+
+
+# ---------------------------------------------------------------------------- the zygote
+
+
+@dataclass
+class Zygote:
+    listener: socket.socket
+    path: str
+    max_requests: int
+    entry: Entry
+    #: (device, inode) of the socket file as bound (fstat of a socket does not give it).
+    inode: tuple[int, int] = (0, 0)
+    started: float = field(default_factory=time.time)
+    served: int = 0
+    stamp: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+    def own_socket(self) -> bool:
+        """The socket file at `path` is still this zygote's (not removed or replaced)."""
+        try:
+            info = os.lstat(self.path)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) == self.inode
+
+    def status_text(self) -> str:
+        return (
+            "zygote: running\n"
+            f"pid: {os.getppid()}\n"
+            f"version: {__version__}\n"
+            f"package: {client.package_dir()}\n"
+            f"socket: {self.path}\n"
+            f"served: {self.served}\n"
+            f"max-requests: {self.max_requests}\n"
+            f"uptime-seconds: {time.time() - self.started:.0f}\n"
+        )
+
+    def loop(self) -> None:
+        self.listener.settimeout(CHECK_INTERVAL_SECONDS)
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                if not self.own_socket():
+                    _say(f"{self.path} is no longer this zygote's socket; stopping")
+                    return
+                continue
+            self.dispatch(conn)
+
+    def dispatch(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                uid = client.peer_uid(conn)
+            except OSError:
+                return
+            if uid != os.getuid():
+                _say(f"refused a connection from UID {uid}")
+                return
+            if code_stamp() != self.stamp:
+                _say("the plugin's code changed on disk; restarting")
+                conn.close()
+                self.restart()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the supervisor, measured through the client
+                code = 1
+                try:
+                    self.listener.close()
+                    code = supervise(conn, self)
+                except BaseException:
+                    code = 1
+                finally:
+                    os._exit(code)
+            self.served += 1
+        if self.served >= self.max_requests:
+            self.restart()
+
+    def restart(self) -> None:
+        """Replace this process by a fresh zygote that keeps listening on the same socket."""
+        fd = self.listener.fileno()
+        os.set_inheritable(fd, True)
+        argv = [sys.executable, "-m", "plugin", "serve", "--socket", self.path]
+        argv += ["--max-requests", str(self.max_requests), "--listen-fd", str(fd)]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, argv)  # noqa: S606 - this program, again
+
+
+def _reap(signum: int, frame: FrameType | None) -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def serve(
+    path: str, max_requests: int, entry: Entry, listen_fd: int | None = None, ready_fd: int = -1
+) -> None:
+    """Run the zygote until SIGTERM (or until its socket file is taken away)."""
+    _ensure_standard_fds()
+    if listen_fd is not None:
+        listener = socket.socket(fileno=listen_fd)
+        os.set_inheritable(listen_fd, False)
+    else:
+        listener = listen(path)
+    zygote = Zygote(listener, path, max_requests, entry)
+    with contextlib.suppress(OSError):
+        info = os.lstat(path)
+        zygote.inode = (info.st_dev, info.st_ino)
+    try:
+        preload()
+        zygote.stamp = code_stamp()
+        signal.signal(signal.SIGCHLD, _reap)
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        _reap(signal.SIGCHLD, None)
+        if ready_fd >= 0:
+            os.write(ready_fd, b"1")
+            os.close(ready_fd)
+        if listen_fd is None:
+            _say(f"zygote {os.getpid()} serves {path}")
+        zygote.loop()
+    finally:
+        if zygote.own_socket():
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        listener.close()
+
+
+# ---------------------------------------------------------------------------- one request
+
+
+@dataclass
+class Request:
+    kind: str
+    version: str
+    package: str
+    umask: int
+    stdio: list[tuple[str, str, bool, bool]]
+    argv0: str
+    argv: list[str]
+    env: dict[bytes, bytes]
+    fds: list[int]
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def parse_payload(body: bytes, fds: list[int]) -> Request:
+    """Decode the NUL-separated fields of a request (see plugin.serve.client)."""
+    fields = body.split(b"\0")
+    try:
+        kind, version, package, umask = (f.decode() for f in fields[:4])
+        stdio = []
+        for raw in fields[4:7]:
+            encoding, errors, line, through = raw.decode().split("|")
+            stdio.append((encoding, errors, line == "1", through == "1"))
+        argv0 = os.fsdecode(fields[7])
+        argc = int(fields[8])
+        argv = [os.fsdecode(arg) for arg in fields[9 : 9 + argc]]
+        envc = int(fields[9 + argc])
+        env_fields = fields[10 + argc :]
+    except (ValueError, IndexError, UnicodeDecodeError):
+        raise ProtocolError("malformed request") from None
+    if len(argv) != argc or len(env_fields) != envc or not umask.isdigit():
+        raise ProtocolError("malformed request")
+    env: dict[bytes, bytes] = {}
+    for item in env_fields:
+        key, sep, value = item.partition(b"=")
+        if not sep or not key:
+            raise ProtocolError("malformed environment")
+        env[key] = value
+    return Request(kind, version, package, int(umask), stdio, argv0, argv, env, fds)
+
+
+def receive(conn: socket.socket) -> Request:
+    """Read one request and its descriptors from the client."""
+    conn.settimeout(REQUEST_TIMEOUT_SECONDS)
+    flags = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+    data, fds, msg_flags, _ = socket.recv_fds(conn, 65536, _DESCRIPTORS + 1, flags)
+    try:
+        if msg_flags & getattr(socket, "MSG_CTRUNC", 0) or len(fds) != _DESCRIPTORS:
+            raise ProtocolError(f"expected {_DESCRIPTORS} descriptors, got {len(fds)}")
+        header = len(client.MAGIC) + 8
+        while len(data) < header:
+            chunk = conn.recv(header - len(data))
+            if not chunk:
+                raise ProtocolError("truncated request")
+            data += chunk
+        if not data.startswith(client.MAGIC):
+            raise ProtocolError("not a request of this protocol")
+        length = int.from_bytes(data[len(client.MAGIC) : header], "big")
+        if length > client.MAX_REQUEST_BYTES:
+            raise ProtocolError("request too large")
+        body = bytearray(data[header:])
+        while len(body) < length:
+            chunk = conn.recv(min(1 << 20, length - len(body)))
+            if not chunk:
+                raise ProtocolError("truncated request")
+            body += chunk
+        return parse_payload(bytes(body[:length]), list(fds))
+    except BaseException:
+        _close_all(list(fds))
+        raise
+
+
+def _refuse(conn: socket.socket, reason: str) -> None:
+    with contextlib.suppress(OSError):
+        conn.sendall(b"R" + reason.encode("utf-8", "replace").replace(b"\n", b" ") + b"\n")
+
+
+def _set_subreaper() -> None:
+    """Orphans of the worker (helm, kustomize) are re-parented to the supervisor, not init."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def children_of(parent: int) -> list[int]:
+    """Processes whose parent is `parent` (from /proc; zombies included)."""
+    found: list[int] = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        rest = stat[stat.rfind(b")") + 2 :].split()
+        if len(rest) > 1 and int(rest[1]) == parent:
+            found.append(int(name))
+    return found
+
+
+def sweep() -> None:
+    """Kill and reap every process left under the supervisor (with their process groups)."""
+    me = os.getpid()
+    for _ in range(50):
+        children = children_of(me)
+        if not children:
+            break
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
+def _scratch(env: dict[bytes, bytes]) -> str:
+    """A private directory for the request's temporary files, where the client's TMPDIR is."""
+    os.environb.clear()
+    os.environb.update(env)
+    tempfile.tempdir = None
+    return tempfile.mkdtemp(prefix="plugin-request-")
+
+
+def supervise(conn: socket.socket, zygote: Zygote) -> int:
+    """The supervisor of one request (runs in the zygote's forked child)."""
+    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    try:
+        request = receive(conn)
+    except (ProtocolError, OSError) as exc:
+        _refuse(conn, str(exc) or type(exc).__name__)
+        return 0
+    if request.kind == "status":
+        _close_all(request.fds)
+        with contextlib.suppress(OSError):
+            conn.sendall(b"A" + zygote.status_text().encode())
+        return 0
+    package = client.package_dir()
+    if request.kind != "run" or (request.version, request.package) != (__version__, package):
+        _close_all(request.fds)
+        _refuse(
+            conn,
+            f"the zygote runs {__version__} from {package}, the client "
+            f"{request.version} from {request.package}",
+        )
+        return 0
+    try:
+        conn.sendall(b"A")
+        go = conn.recv(1)
+    except OSError:
+        go = b""
+    if go != b"G":  # the client gave up and renders itself
+        _close_all(request.fds)
+        return 0
+    conn.settimeout(None)
+    _set_subreaper()
+    scratch = _scratch(request.env)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the worker, measured through the client
+        try:
+            conn.close()
+            work(request, scratch, zygote.entry)
+        finally:
+            os._exit(70)
+    _close_all(request.fds)
+    wait_status, client_gone = _watch(conn, pid)
+    sweep()
+    shutil.rmtree(scratch, ignore_errors=True)
+    if not client_gone:
+        if os.WIFSIGNALED(wait_status):
+            reply = b"K%d\n" % os.WTERMSIG(wait_status)
+        else:
+            reply = b"S%d\n" % os.waitstatus_to_exitcode(wait_status)
+        with contextlib.suppress(OSError):
+            conn.sendall(reply)
+    return 0
+
+
+def _watch(conn: socket.socket, pid: int) -> tuple[int, bool]:
+    """Wait for the worker; relay the client's signals; kill the worker if the client goes."""
+    pidfd = os.pidfd_open(pid)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(conn.fileno(), select.POLLIN)
+    try:
+        while True:
+            for fd, _ in poller.poll():
+                if fd == pidfd:
+                    return os.waitpid(pid, 0)[1], False
+                try:
+                    data = conn.recv(64)
+                except OSError:
+                    data = b""
+                if not data:  # the client exited or was killed: so is its render
+                    with contextlib.suppress(OSError):
+                        os.killpg(pid, signal.SIGKILL)
+                    return os.waitpid(pid, 0)[1], True
+                for byte in data:
+                    if byte in b"TI":
+                        with contextlib.suppress(OSError):
+                            os.kill(pid, signal.SIGTERM if byte == ord("T") else signal.SIGINT)
+    finally:
+        os.close(pidfd)
+
+
+def _stream(fd: int, spec: tuple[str, str, bool, bool], write: bool) -> io.TextIOWrapper:
+    """A standard stream built the way the client's interpreter built its own."""
+    encoding, errors, line_buffering, write_through = spec
+    raw = io.FileIO(fd, "w" if write else "r", closefd=False)
+    buffer: io.RawIOBase | io.BufferedIOBase
+    if write and write_through:
+        buffer = raw
+    elif write:
+        buffer = io.BufferedWriter(raw)
+    else:
+        buffer = io.BufferedReader(raw)
+    return io.TextIOWrapper(
+        buffer,
+        encoding=encoding,
+        errors=errors,
+        newline="\n",
+        line_buffering=line_buffering,
+        write_through=write_through,
+    )
+
+
+def work(request: Request, scratch: str, entry: Entry) -> None:
+    """The worker: become the client's process, run the command line, exit with its status."""
+    import fcntl
+
+    os.setsid()
+    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in request.fds]
+    _close_all(request.fds)
+    for target, fd in enumerate(high[:3]):
+        os.dup2(fd, target)
+    os.fchdir(high[3])
+    _close_all(high)
+    os.umask(request.umask)
+    os.environb.clear()
+    os.environb.update(request.env)
+    tempfile.tempdir = scratch
+    sys.argv = [request.argv0, *request.argv]
+    sys.stdin = _stream(0, request.stdio[0], write=False)
+    sys.stdout = _stream(1, request.stdio[1], write=True)
+    sys.stderr = _stream(2, request.stdio[2], write=True)
+    code: int = 1
+    try:
+        code = entry()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BaseException):
+                stream.flush()
+        os._exit(code & 0xFF)

@@ -1,0 +1,149 @@
+"""A real zygote (`plugin serve`) on a socket of the test, and helpers to run the real client."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: bytes
+    stderr: bytes
+
+
+def base_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """A sidecar-like environment whose socket is private to the test."""
+    home = tmp / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "PLUGIN_CACHE_DIR": str(tmp / "cache"),
+        "PLUGIN_SERVE_SOCKET": str(tmp / "run" / "serve.sock"),
+        "PYTHONPATH": str(ROOT),
+    }
+    env.update(extra)
+    return env
+
+
+def plugin(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    cwd: Path | None = None,
+    stdin: bytes = b"",
+    timeout: float = 120,
+) -> Run:
+    """The real console entry (`python -m plugin`), as Argo CD would start it."""
+    proc = subprocess.run(
+        [PYTHON, "-m", "plugin", *argv],
+        env=dict(env),
+        cwd=cwd or env["HOME"],  # not the repository: `-m` puts the working directory first
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+class Zygote:
+    """`plugin serve` in the foreground, stopped with SIGTERM."""
+
+    def __init__(self, env: Mapping[str, str], *args: str) -> None:
+        self.env = dict(env)
+        self.logged = ""
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "plugin", "serve", *args],
+            env=self.env,
+            cwd=self.env["HOME"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while self.status() is None:
+            assert self.proc.poll() is None, "plugin serve exited"
+            assert time.monotonic() < deadline, "plugin serve did not start"
+            time.sleep(0.1)
+
+    def status(self) -> dict[str, str] | None:
+        run = plugin(["serve", "--status"], self.env)
+        if run.code != 0:
+            return None
+        return dict(re.findall(r"^([\w-]+): (.*)$", run.stdout.decode(), re.M))
+
+    def served(self) -> int:
+        """Connections taken before this `--status` one."""
+        found = self.status()
+        assert found is not None, "the zygote does not answer"
+        return int(found["served"])
+
+    @property
+    def pid(self) -> int:
+        found = self.status()
+        assert found is not None
+        return int(found["pid"])
+
+    def stderr(self) -> str:
+        """What the zygote logged (once it stopped)."""
+        return self.logged
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc.stderr and not self.proc.stderr.closed:
+            self.logged = self.proc.stderr.read().decode()
+            self.proc.stderr.close()
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(b")") + 2 :].split()[1])
+
+
+def descendants(root: int) -> set[int]:
+    """Every living process under `root` (from /proc)."""
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            parent = parent_of(int(name))
+            if parent is not None:
+                parents[int(name)] = parent
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"

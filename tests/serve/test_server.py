@@ -1,0 +1,351 @@
+"""`plugin serve` end to end: a real zygote, the real client (`python -m plugin`), real files.
+
+What a render through the zygote prints and returns is what an in-process render prints and
+returns; when the zygote cannot serve (absent, stale socket, other version, other UID) the
+client renders itself; concurrent requests with different identities stay apart; the zygote
+replaces itself after N requests and when its code changes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from plugin.serve import client, server
+from tests.serve.support import PYTHON as PYTHON_BIN
+from tests.serve.support import ROOT, Zygote, base_env, plugin
+
+CANARY = "canary-serve-Zq81x"
+MANIFEST = (
+    "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app  # keep\n"
+    "stringData:\n  user: <path:app#user>\n  port: <path:app#port>\n"
+)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text(f"app:\n  user: {CANARY}\n  port: 80\n")
+    return base_env(tmp_path, AVP_TYPE="file", AVP_FILE_PATH=str(secrets))
+
+
+@pytest.fixture
+def zygote(env: dict[str, str]) -> Iterator[Zygote]:
+    started = Zygote(env)
+    yield started
+    started.stop()
+
+
+def both_ways(argv: list[str], env: dict[str, str], **kwargs: object) -> tuple[object, object]:
+    inproc = plugin(argv, {**env, "PLUGIN_SERVE": "off"}, **kwargs)  # type: ignore[arg-type]
+    served = plugin(argv, env, **kwargs)  # type: ignore[arg-type]
+    return inproc, served
+
+
+CASES = {
+    "file": lambda d: (["generate", str(d / "m.yaml")], {}),
+    "stdin": lambda d: (["generate", "-"], {"stdin": MANIFEST.encode()}),
+    "directory": lambda d: (["generate", "."], {"cwd": d}),
+    "check": lambda d: (["check", str(d / "m.yaml"), "-o", "json"], {}),
+    "missing-key": lambda d: (["generate", str(d / "bad.yaml")], {}),
+    "usage-error": lambda d: (["generate", "--no-such-flag"], {}),
+    "version": lambda d: (["version"], {}),
+    "help": lambda d: (["--help"], {}),
+    "discover": lambda d: (["discover", str(d)], {}),
+    "invalid-utf8": lambda d: (["generate", "-"], {"stdin": b"a: \xff\n"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_output_and_status_are_those_of_an_in_process_run(
+    case: str, tmp_path: Path, env: dict[str, str], zygote: Zygote
+) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "m.yaml").write_text(MANIFEST)
+    (tmp_path / "bad.yaml").write_text(MANIFEST.replace("#port", "#nope"))
+    argv, kwargs = CASES[case](app if case != "missing-key" else tmp_path)
+    before = zygote.served()
+    inproc, served = both_ways(argv, env, **kwargs)
+    # The earlier --status and the render (the in-process run never connects).
+    assert zygote.served() == before + 2, "the render did not go through the zygote"
+    assert (served.code, served.stdout, served.stderr) == (  # type: ignore[attr-defined]
+        inproc.code,  # type: ignore[attr-defined]
+        inproc.stdout,  # type: ignore[attr-defined]
+        inproc.stderr,  # type: ignore[attr-defined]
+    )
+
+
+def test_a_secret_reaches_stdout_only(tmp_path: Path, env: dict[str, str], zygote: Zygote) -> None:
+    (tmp_path / "m.yaml").write_text(MANIFEST)
+    run = plugin(["generate", str(tmp_path / "m.yaml")], env)
+    assert run.code == 0 and CANARY.encode() in run.stdout
+    zygote.stop()
+    assert CANARY not in zygote.stderr()
+
+
+def test_no_zygote_renders_in_process_and_says_so_under_verbose(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    (tmp_path / "m.yaml").write_text(MANIFEST)
+    quiet = plugin(["generate", str(tmp_path / "m.yaml")], env)
+    loud = plugin(["generate", "--verbose", str(tmp_path / "m.yaml")], env)
+    assert quiet.code == loud.code == 0 and CANARY.encode() in quiet.stdout
+    assert b"serve" not in quiet.stderr
+    lines = [line for line in loud.stderr.splitlines() if line.startswith(b"plugin: serve:")]
+    assert len(lines) == 1 and b"rendering in this process" in lines[0]
+
+
+def test_a_stale_socket_is_ignored_and_replaced(tmp_path: Path, env: dict[str, str]) -> None:
+    path = Path(env["PLUGIN_SERVE_SOCKET"])
+    path.parent.mkdir(mode=0o700)
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(path))
+    dead.close()  # the file stays, nobody listens: what a crashed zygote leaves behind
+    (tmp_path / "m.yaml").write_text(MANIFEST)
+    run = plugin(["generate", "--verbose", str(tmp_path / "m.yaml")], env)
+    assert run.code == 0 and CANARY.encode() in run.stdout
+    assert b"plugin: serve: no zygote at" in run.stderr
+    zygote = Zygote(env)  # a new zygote takes the stale socket's place
+    try:
+        assert zygote.served() >= 0
+        again = plugin(["generate", str(tmp_path / "m.yaml")], env)
+        assert again.stdout == run.stdout
+    finally:
+        zygote.stop()
+
+
+def test_a_zygote_of_another_version_is_not_used(
+    tmp_path: Path, env: dict[str, str], zygote: Zygote
+) -> None:
+    """The client of another installation (another package path) renders itself."""
+    other = tmp_path / "other-install"
+    shutil.copytree(ROOT / "plugin", other / "plugin", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "m.yaml").write_text(MANIFEST)
+    before = zygote.served()
+    run = plugin(
+        ["generate", "--verbose", str(tmp_path / "m.yaml")], {**env, "PYTHONPATH": str(other)}
+    )
+    assert run.code == 0 and CANARY.encode() in run.stdout
+    assert b"the zygote refused the request: the zygote runs" in run.stderr
+    # `served` counts connections: the earlier --status, and this client's (refused) one.
+    assert zygote.served() == before + 2
+
+
+def test_an_insecure_socket_directory_is_refused_by_both_sides(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    directory = Path(env["PLUGIN_SERVE_SOCKET"]).parent
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    run = plugin(["serve"], env, timeout=60)
+    assert run.code == 1 and b"is open to others" in run.stderr
+    with pytest.raises(client.UnavailableError, match="open to others"):
+        client.connect(env["PLUGIN_SERVE_SOCKET"])
+
+
+def _served_by_another_uid(path: Path) -> int:
+    """A listener at `path` whose credentials (fixed at listen()) are those of UID 65534."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(str(path))
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            sock.listen(1)
+            time.sleep(30)
+        finally:
+            os._exit(0)
+    return pid
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another UID")
+def test_the_client_refuses_a_socket_served_by_another_uid(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    path = Path(env["PLUGIN_SERVE_SOCKET"])
+    path.parent.mkdir(mode=0o700)
+    pid = _served_by_another_uid(path)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.connect(str(path))
+            except client.UnavailableError as exc:
+                if "served by UID 65534" in str(exc):
+                    break
+                assert time.monotonic() < deadline, str(exc)
+                time.sleep(0.05)
+            else:
+                pytest.fail("a socket of another UID was accepted")
+        (tmp_path / "m.yaml").write_text(MANIFEST)
+        run = plugin(["generate", "--verbose", str(tmp_path / "m.yaml")], env)
+        assert run.code == 0 and CANARY.encode() in run.stdout
+        assert b"served by UID 65534" in run.stderr
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another UID")
+def test_the_zygote_refuses_a_peer_of_another_uid(env: dict[str, str]) -> None:
+    # pytest's temporary directories are closed to others: this socket lives in /tmp.
+    base = Path(tempfile.mkdtemp(prefix="serve-uid-"))
+    base.chmod(0o711)
+    path = base / "run" / "serve.sock"
+    zygote = Zygote({**env, "PLUGIN_SERVE_SOCKET": str(path)})
+    # Open the way on purpose, so that only SO_PEERCRED stands between UID 65534 and the zygote.
+    path.parent.chmod(0o711)
+    path.chmod(0o666)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        answer = b"?"
+        try:
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(10)
+            sock.connect(str(path))
+            answer = b"EOF" if sock.recv(1) == b"" else b"ANSWERED"
+        except ConnectionResetError:
+            answer = b"EOF"
+        except OSError as exc:
+            answer = f"error {exc}".encode()
+        finally:
+            os.write(write_end, answer)
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    answer = os.read(read_end, 100)
+    os.close(read_end)
+    zygote.stop()
+    shutil.rmtree(base)
+    assert answer == b"EOF"
+    assert "refused a connection from UID 65534" in zygote.stderr()
+
+
+def test_concurrent_clients_with_different_identities_get_their_own_outputs(
+    tmp_path: Path, env: dict[str, str], zygote: Zygote
+) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(MANIFEST + "  app: <path:app#name>\n")
+    tenants = []
+    for index in range(8):
+        secrets = tmp_path / f"secrets-{index}.yaml"
+        secrets.write_text(
+            f"app:\n  user: tenant-{index}-user\n  port: {index}\n  name: n{index}\n"
+        )
+        tenants.append({**env, "AVP_FILE_PATH": str(secrets), "ARGOCD_APP_NAME": f"app{index}"})
+    before = zygote.served()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        runs = list(pool.map(lambda e: plugin(["generate", str(manifest)], e), tenants))
+    assert zygote.served() == before + 1 + 8  # the earlier --status, then the 8 renders
+    for index, run in enumerate(runs):
+        assert run.code == 0, run.stderr
+        text = run.stdout.decode()
+        assert f"user: tenant-{index}-user" in text and f"app: n{index}" in text
+        others = [f"tenant-{other}-user" for other in range(8) if other != index]
+        assert not any(name in text for name in others)
+
+
+def test_the_zygote_replaces_itself_after_max_requests(tmp_path: Path, env: dict[str, str]) -> None:
+    zygote = Zygote(env, "--max-requests", "3")
+    try:
+        pid = zygote.pid
+        (tmp_path / "m.yaml").write_text(MANIFEST)
+        runs = [plugin(["generate", str(tmp_path / "m.yaml")], env) for _ in range(5)]
+        assert all(run.code == 0 and run.stdout == runs[0].stdout for run in runs)
+        deadline = time.monotonic() + 60
+        while (status := zygote.status()) is None:  # the replacement may still be importing
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        # More than 3 connections were made: the count started again in the same process
+        # (exec keeps the process id and the listening socket).
+        assert int(status["pid"]) == pid and int(status["served"]) < 3
+    finally:
+        zygote.stop()
+
+
+def test_a_code_change_on_disk_restarts_the_zygote(tmp_path: Path, env: dict[str, str]) -> None:
+    """A copy of the package is served; touching one of its files makes the zygote re-exec."""
+    install = tmp_path / "install"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "plugin", install / "plugin", ignore=ignore)
+    env = {**env, "PYTHONPATH": str(install)}
+    zygote = Zygote(env)
+    try:
+        (tmp_path / "m.yaml").write_text(MANIFEST)
+        module = install / "plugin" / "placeholders" / "modifiers.py"
+        module.write_text(module.read_text() + "\n# changed\n")
+        run = plugin(["generate", "--verbose", str(tmp_path / "m.yaml")], env)
+        assert run.code == 0 and CANARY.encode() in run.stdout
+        assert b"rendering in this process" in run.stderr  # the stale zygote did not serve it
+        deadline = time.monotonic() + 60
+        while zygote.status() is None:
+            assert time.monotonic() < deadline, "the zygote did not come back"
+            time.sleep(0.2)
+        before = zygote.served()
+        plugin(["generate", str(tmp_path / "m.yaml")], env)
+        assert zygote.served() == before + 2  # --status and the render: served again
+    finally:
+        zygote.stop()
+
+
+def test_status_without_a_zygote_exits_1(env: dict[str, str]) -> None:
+    run = plugin(["serve", "--status"], env)
+    assert run.code == 1 and run.stdout.startswith(b"zygote: not running")
+
+
+def test_socket_path_defaults() -> None:
+    assert client.socket_path({"PLUGIN_SERVE_SOCKET": "/s/x.sock"}) == "/s/x.sock"
+    assert client.socket_path({"XDG_RUNTIME_DIR": "/run/user/9"}) == (
+        "/run/user/9/argocd-secrets-plugin/serve.sock"
+    )
+    assert client.socket_path({"PLUGIN_CACHE_DIR": "/c"}) == "/c/serve/serve.sock"
+    assert client.socket_path({"HOME": "/h"}) == (
+        "/h/.cache/argocd-secrets-plugin/serve/serve.sock"
+    )
+    # An Application's setting arrives as ARGOCD_ENV_*: it cannot move the socket.
+    assert client.socket_path({"HOME": "/h", "ARGOCD_ENV_PLUGIN_SERVE_SOCKET": "/evil"}) == (
+        "/h/.cache/argocd-secrets-plugin/serve/serve.sock"
+    )
+
+
+def test_exec_starts_a_detached_zygote_then_becomes_the_program(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """What the sidecar does: `plugin serve --exec PROGRAM` (here PROGRAM asks for the status)."""
+    argv = [PYTHON_BIN, "-m", "plugin", "serve", "--exec", PYTHON_BIN, "-m", "plugin", "serve"]
+    with (tmp_path / "log").open("wb") as log:  # the zygote keeps stderr (the container log)
+        run = subprocess.run(
+            [*argv, "--status"],
+            env=env,
+            cwd=env["HOME"],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            timeout=120,
+            check=False,
+        )
+    status = dict(line.split(": ", 1) for line in run.stdout.decode().splitlines())
+    try:
+        assert run.returncode == 0 and status["zygote"] == "running"
+        pid = int(status["pid"])
+        assert pid != run.returncode and Path(f"/proc/{pid}").exists()
+        # Past the zygote's periodic check of its socket file, it still serves.
+        time.sleep(server.CHECK_INTERVAL_SECONDS + 2)
+        assert plugin(["serve", "--status"], env).code == 0
+    finally:
+        if "pid" in status:
+            os.kill(int(status["pid"]), signal.SIGTERM)
