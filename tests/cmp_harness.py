@@ -10,6 +10,13 @@
   then SIGKILL 5 s later;
 - stdout is split the way Argo CD does (`kube.SplitYAMLToString` + list flattening), and
   every object must have a `kind`.
+
+With `PLUGIN_TEST_SERVE=1` every sidecar also runs the zygote (`plugin serve`, started with
+the sidecar's environment before the first request, stopped after the test by
+`stop_zygotes`), so the same tests prove that renders through the zygote give what
+in-process renders give; `stop_zygotes` fails the test if the zygote served fewer requests
+than the harness sent (a silent fallback to in-process rendering would otherwise pass).
+Without it the plugin renders in-process (`PLUGIN_SERVE=off`).
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_YAML = ROOT / "cmp-config" / "plugin.yaml"
 PLUGIN_WITH_DISCOVERY_YAML = ROOT / "cmp-config" / "plugin-with-discovery.yaml"
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV") or ROOT / ".venv") / "bin"
+
+#: Run every sidecar with a zygote (`plugin serve`); CI runs the CMP suite both ways.
+SERVE = os.environ.get("PLUGIN_TEST_SERVE", "") == "1"
 
 DEFAULT_API_VERSIONS = (
     "v1",
@@ -186,6 +196,83 @@ def copy_repository(source: Path, target: Path) -> None:
                 os.chmod(dst, 0o644)
 
 
+class Zygote:
+    """A `plugin serve` process with a sidecar's environment (its socket is in the cache dir)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = dict(env)
+        self.requests = 0
+        self.status_calls = 0
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "plugin"), "serve"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while self.served() is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise AssertionError(f"plugin serve did not start: {err}")
+            time.sleep(0.1)
+
+    def served(self) -> int | None:
+        """Connections the zygote has taken before this one (None: it does not answer)."""
+        self.status_calls += 1
+        status = subprocess.run(
+            [str(VENV_BIN / "plugin"), "serve", "--status"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if status.returncode != 0:
+            return None
+        found = re.search(r"^served: (\d+)$", status.stdout, re.M)
+        assert found, status.stdout
+        return int(found.group(1))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+_zygotes: dict[str, Zygote] = {}
+
+
+def zygote_for(env: Mapping[str, str]) -> Zygote:
+    """The zygote of a sidecar environment (one per plugin cache directory), started once."""
+    key = env.get("PLUGIN_CACHE_DIR", "")
+    if key not in _zygotes:
+        _zygotes[key] = Zygote(env)
+    return _zygotes[key]
+
+
+def stop_zygotes() -> None:
+    """Stop the zygotes of the test; each must have served every request it was sent."""
+    zygotes = list(_zygotes.values())
+    _zygotes.clear()
+    problems = []
+    for zygote in zygotes:
+        served = zygote.served()
+        zygote.stop()
+        # The zygote counts every connection, the earlier `--status` calls included.
+        renders = None if served is None else served - (zygote.status_calls - 1)
+        if renders is None or renders < zygote.requests:
+            problems.append(f"the zygote served {renders} of {zygote.requests} requests")
+    assert not problems, "; ".join(problems)
+
+
 class CmpServer:
     """Runs the plugin's commands like argocd-cmp-server does."""
 
@@ -260,6 +347,8 @@ class CmpServer:
         return [*block.get("command", []), *block.get("args", [])]
 
     def run(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str], timeout: float) -> Result:
+        if SERVE and argv and argv[0] == "plugin":
+            zygote_for(self.sidecar_env).requests += 1
         started = time.monotonic()
         proc = subprocess.Popen(
             list(argv),
@@ -370,6 +459,8 @@ def sidecar_env(
         "LANG": "C.UTF-8",
         "PLUGIN_CACHE_DIR": str(cache_dir or tmp / "plugin-cache"),
     }
+    if not SERVE:
+        env["PLUGIN_SERVE"] = "off"
     if helm:
         env["HELM_BIN"] = helm
     if kustomize:

@@ -16,6 +16,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -159,6 +160,15 @@ def isolated_helm_env(home: Path, base: Mapping[str, str] | None = None) -> dict
 def helm_env(tmp_path: Path) -> dict[str, str]:
     """os.environ with HELM_CACHE_HOME/HELM_CONFIG_HOME/HELM_DATA_HOME in a fresh temp dir."""
     return isolated_helm_env(tmp_path / "helm-home")
+
+
+@pytest.fixture(autouse=True)
+def _stop_cmp_zygotes() -> Iterator[None]:
+    """Zygotes the CMP harness started for a test (PLUGIN_TEST_SERVE=1) end with the test."""
+    yield
+    harness = sys.modules.get("tests.cmp_harness")
+    if harness is not None:
+        harness.stop_zygotes()
 
 
 @pytest.hookimpl(tryfirst=True)  # before the `-m` selection, so that it sees the markers
