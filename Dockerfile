@@ -5,14 +5,18 @@
 #
 # The image holds Python, the plugin (console script `plugin`), helm and kustomize, and the
 # plugin configuration at /home/argocd/cmp-server/config/plugin.yaml. It has no ENTRYPOINT or
-# CMD of its own: Argo CD starts the sidecar with `command: [/var/run/argocd/argocd-cmp-server]`,
-# a binary that the repo-server pod copies into the shared `var-files` volume.
+# CMD of its own: the install manifests start the sidecar with
+# `command: [plugin, serve, --exec, /var/run/argocd/argocd-cmp-server]` (the zygote, then
+# argocd-cmp-server, a binary that the repo-server pod copies into the shared `var-files`
+# volume, in its place; `[/var/run/argocd/argocd-cmp-server]` alone works too, without zygote).
 #
 # Runtime layout (see docs/installation.md; every writable path is meant to be an emptyDir, so
 # the container runs with readOnlyRootFilesystem, as UID 999 like Argo CD's own containers):
 #   /tmp                   cmp-server work dir (/tmp/_cmp_server) and render scratch space
 #   /home/plugin           HOME, Helm config and data (emptyDir `plugin-home`)
-#   /home/plugin/.cache    Helm cache, chart cache, Vault token cache (emptyDir `plugin-cache`)
+#   /home/plugin/.cache    Helm cache, chart cache, Vault token cache, and the zygote's socket
+#                          (argocd-secrets-plugin/serve/serve.sock, 0700 directory; emptyDir
+#                          `plugin-cache`)
 #
 # Supply chain: the base image is pinned to an exact tag (pin it by digest in your own
 # registry); helm and kustomize are pinned by version AND SHA-256 and the build fails closed on
@@ -150,5 +154,6 @@ ENV HOME=/home/plugin \
 WORKDIR /home/plugin
 USER 999:999
 
-# Smoke test as the runtime user: the three programs start.
+# Smoke test as the runtime user: the three programs start (`plugin version` renders in-process:
+# no zygote runs at build time).
 RUN plugin version && helm version --short && kustomize version

@@ -387,7 +387,8 @@ def _sidecar(pod: dict[str, Any]) -> dict[str, Any]:
 def check_sidecar_pod(pod: dict[str, Any]) -> None:
     """What every installation must give the sidecar (contract §5)."""
     sidecar = _sidecar(pod)
-    assert sidecar["command"] == ["/var/run/argocd/argocd-cmp-server"]
+    # The zygote is started first, then the process becomes argocd-cmp-server (docs/cmp.md).
+    assert sidecar["command"] == ["plugin", "serve", "--exec", "/var/run/argocd/argocd-cmp-server"]
     assert sidecar["securityContext"] == RESTRICTED_SECURITY_CONTEXT
     resources = sidecar["resources"]
     assert {"cpu", "memory"} <= set(resources["requests"]) and "memory" in resources["limits"]
