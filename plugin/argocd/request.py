@@ -100,6 +100,8 @@ class AppRequest:
 
     app_name: str = ""
     release_name: str = ""
+    #: Where the release name came from, for errors (parameter, setting or the app name).
+    release_name_origin: str = "RELEASE_NAME"
     namespace: str = ""
     project: str = ""
     kube_version: str = ""
@@ -267,8 +269,14 @@ def app_request(environ: Mapping[str, str], settings: Settings | None = None) ->
     instance = environ.get("ARGOCD_APP_NAME", "").strip()
 
     release = _param_string(params, "release-name")
+    release_origin = "parameter 'release-name'"
     if not release:
-        release = settings.get("RELEASE_NAME") or strip_app_namespace(instance)
+        found_release = settings.lookup("RELEASE_NAME")
+        if found_release is not None and found_release.value:
+            release, release_origin = found_release.value, found_release.origin
+        else:
+            release = strip_app_namespace(instance)
+            release_origin = "the Application name (ARGOCD_APP_NAME)"
 
     namespace = _param_string(params, "namespace") or environ.get("ARGOCD_APP_NAMESPACE", "")
 
@@ -309,6 +317,7 @@ def app_request(environ: Mapping[str, str], settings: Settings | None = None) ->
     return AppRequest(
         app_name=instance,
         release_name=release,
+        release_name_origin=release_origin,
         namespace=namespace.strip(),
         project=environ.get("ARGOCD_APP_PROJECT_NAME", ""),
         kube_version=normalise_kube_version(environ.get("KUBE_VERSION", "")),

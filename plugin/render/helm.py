@@ -5,7 +5,22 @@ checks on everything an Application may pass to Helm.
   flags; anything else (`--post-renderer`, `--repo`, credentials, plugins…) is refused.
 - `resolve_values_files`: values files relative to the app dir, `/`-prefixed ones relative
   to the repository root, globs expanded; refused when they (or a symlink) leave the repo.
-- `template_command`: the argument list, in Argo CD's order.
+- `template_command`: the argument list, in Argo CD's order. It takes files only as
+  `StagedFile` (copies under generated names, `plugin.render.staging`) and the release name
+  only as a checked `ReleaseName`, so no tenant-chosen text reaches Helm as a path or a
+  template.
+
+What Helm parses again, and what the plugin does about it:
+
+- `--values` is a comma-separated (CSV) list and `--set-file` is `key=path[,key=path]` with
+  `\\` escapes: files are staged copies, so Helm only ever sees generated names.
+- `--name-template` is a Go template with sprig's `env`: never used; the release name is the
+  positional NAME, checked against Helm's own rule first.
+- `--set`/`--set-string` values go through Helm's `strvals` parser (`,` separates pairs, `\\`
+  escapes the next character, `{a,b}` is a list, `.`/`[i]` build paths). It never opens a
+  file, so these stay as values; one helm-parameter stays one key: its key may not hold an
+  unescaped `,` or `=` and its value's unescaped commas are escaped with the right parity
+  (`\\\\,` is an escaped backslash before a real separator).
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ import yaml
 
 from plugin.errors import ConfigError
 from plugin.manifests.yamlio import Loader
+from plugin.render.staging import StagedFile
 
 #: Flags taking a value: canonical name -> accepted spellings.
 _VALUE_FLAGS: Mapping[str, tuple[str, ...]] = {
@@ -47,8 +63,11 @@ ALLOWED_HELM_ARGS = (
     "--kube-version",
 )
 _ENV_REFERENCE = re.compile(r"\$(\$|\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
-_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
 _GLOB_CHARS = re.compile(r"[*?\[]")
+#: Helm's release-name rule (`chartutil.ValidateReleaseName`, Helm 3 and 4): a DNS-1123
+#: subdomain of at most 53 characters.
+_RELEASE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+RELEASE_NAME_MAX = 53
 
 
 @dataclass
@@ -150,11 +169,66 @@ def expand_env(text: str, env: Mapping[str, str]) -> str:
     return _ENV_REFERENCE.sub(replace, text)
 
 
+def _helm_escaped(text: str) -> list[tuple[str, bool]]:
+    """`text` as Helm's strvals reader sees it: (character, escaped) pairs; a `\\` escapes
+    the next character whatever it is. A lone trailing `\\` comes out as ("\\", True)."""
+    out: list[tuple[str, bool]] = []
+    position = 0
+    while position < len(text):
+        char = text[position]
+        if char == "\\":
+            out.append((text[position + 1] if position + 1 < len(text) else "\\", True))
+            position += 2
+        else:
+            out.append((char, False))
+            position += 1
+    return out
+
+
+def _single_list(value: str) -> bool:
+    """True when Helm reads all of `value` as one list `{a,b}` (nothing after its `}`)."""
+    if not value.startswith("{"):
+        return False
+    chars = _helm_escaped(value[1:])
+    for index, (char, escaped) in enumerate(chars):
+        if char == "}" and not escaped:
+            return index == len(chars) - 1
+    return False
+
+
 def escape_set_value(value: str) -> str:
-    """Escape unescaped commas, unless the value is a Helm list `{a,b}` (as Argo CD)."""
-    if value.startswith("{") and value.endswith("}"):
+    """One `--set` value as Helm must read it: unescaped commas escaped (as Argo CD does),
+    counting backslashes the way Helm does, so `\\\\,` cannot end the value early.
+
+    A value that is exactly one Helm list `{a,b}` is passed as a list (Argo CD's behaviour);
+    any other value starting with `{` has that brace escaped so that Helm reads a string.
+    """
+    if _single_list(value):
         return value
-    return _UNESCAPED_COMMA.sub(r"\\,", value)
+    out: list[str] = []
+    position = 0
+    while position < len(value):
+        char = value[position]
+        if char == "\\":
+            out.append(value[position : position + 2])
+            position += 2
+            continue
+        if char == "," or (char == "{" and position == 0):
+            out.append("\\")
+        out.append(char)
+        position += 1
+    return "".join(out)
+
+
+def check_set_key(key: str, what: str) -> None:
+    """Refuse a `--set`/`--set-file` key that Helm would split into more than one key."""
+    if not key.strip():
+        raise ConfigError(f"{what} has an empty key")
+    if (len(key) - len(key.rstrip("\\"))) % 2:
+        raise ConfigError(f"{what}: key {key!r} ends with a lone backslash")
+    for char, escaped in _helm_escaped(key):
+        if char in ",=" and not escaped:
+            raise ConfigError(f"{what}: key {key!r} holds an unescaped {char!r}; refused")
 
 
 def find_repo_root(app_dir: Path, source_path: str = "") -> Path:
@@ -207,37 +281,67 @@ def resolve_values_files(
     repo_root: Path,
     env: Mapping[str, str],
     work_dir: Path | None = None,
-) -> list[Path]:
+) -> list[tuple[Path, str]]:
     """Resolve every values file (after `$VAR` expansion), expanding globs; duplicates dropped.
 
+    Returns (real path, name for messages) pairs; the paths reach Helm only as staged copies.
     With `work_dir` (the render's private copy of `app_dir`), files inside the app dir are
     taken from the copy, where the Jinja2 stage may have produced them. Missing files are an
     error naming the file (Helm's own message would be less clear).
     """
-    resolved: list[Path] = []
+    resolved: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
     for raw in names:
         name = expand_env(raw, env).strip()
         if not name:
             continue
         if _GLOB_CHARS.search(name):
-            base = repo_root if name.startswith("/") else app_dir
-            pattern = str(base / name.lstrip("/"))
-            matches = sorted(glob.glob(pattern, recursive=True))
-            if not matches:
-                raise ConfigError(f"values file pattern {name} matches no file")
+            real_root = Path(os.path.realpath(repo_root))
             paths = [
-                resolve_in_repo(os.path.relpath(m, app_dir), app_dir, repo_root, "values file")
-                for m in matches
+                (found, f"{name} (/{found.relative_to(real_root)})")
+                for found in _expand_pattern(name, app_dir, repo_root)
             ]
         else:
-            paths = [resolve_in_repo(name, app_dir, repo_root, "values file")]
-        for found in paths:
+            paths = [(resolve_in_repo(name, app_dir, repo_root, "values file"), name)]
+        for found, shown in paths:
             path = _in_work_copy(found, app_dir, work_dir)
             if not path.is_file():
-                raise ConfigError(f"values file {name} does not exist")
-            if path not in resolved:
-                resolved.append(path)
+                raise ConfigError(f"values file {shown} does not exist")
+            if path not in seen:
+                seen.add(path)
+                resolved.append((path, shown))
     return resolved
+
+
+def _expand_pattern(name: str, app_dir: Path, repo_root: Path) -> list[Path]:
+    """The files a values-file glob names, all inside the repository.
+
+    The pattern is confined before it is expanded: its literal leading directories must stay
+    in the repository and its wildcard part may not climb (`..`). Every match is checked again
+    (symlinks). Errors name the pattern only, never a file the pattern reached, so a glob
+    cannot be used to list directories outside the repository.
+    """
+    if "://" in name:
+        raise ConfigError(
+            f"values file {name}: URLs are not accepted, use a file in the repository"
+        )
+    base = repo_root if name.startswith("/") else app_dir
+    parts = Path(name.lstrip("/")).parts
+    literal: list[str] = []
+    for part in parts:
+        if _GLOB_CHARS.search(part):
+            break
+        literal.append(part)
+    rest = parts[len(literal) :]
+    outside = ConfigError(f"values file pattern {name} reaches outside the repository; refused")
+    if ".." in rest or not within(base.joinpath(*literal), repo_root):
+        raise outside
+    matches = sorted(glob.glob(str(base / name.lstrip("/")), recursive=True))
+    if not matches:
+        raise ConfigError(f"values file pattern {name} matches no file")
+    if not all(within(Path(match), repo_root) for match in matches):
+        raise outside
+    return [Path(os.path.realpath(match)) for match in matches]
 
 
 def _in_work_copy(path: Path, app_dir: Path, work_dir: Path | None) -> Path:
@@ -251,22 +355,42 @@ def _in_work_copy(path: Path, app_dir: Path, work_dir: Path | None) -> Path:
     return copy if copy.is_file() or not path.is_file() else path
 
 
+def split_set_file(value: str) -> list[tuple[str, str]]:
+    """`key=path[,key=path]` split as Helm would split it (`\\` escapes the next character).
+
+    Keys are checked (`check_set_key`); paths keep their text with escapes removed.
+    """
+    pairs: list[tuple[str, str]] = []
+    items: list[list[tuple[str, bool]]] = [[]]
+    for char, escaped in _helm_escaped(value):
+        if char == "," and not escaped:
+            items.append([])
+        else:
+            items[-1].append((char, escaped))
+    for item in items:
+        split = next((i for i, (c, e) in enumerate(item) if c == "=" and not e), None)
+        if split is None or split == 0 or split == len(item) - 1:
+            raise ConfigError("HELM_ARGS: --set-file needs key=path")
+        key = "".join(("\\" + c) if e else c for c, e in item[:split])
+        check_set_key(key, "HELM_ARGS: --set-file")
+        pairs.append((key, "".join(c for c, _ in item[split + 1 :])))
+    return pairs
+
+
 def resolve_set_files(
     values: Sequence[str], app_dir: Path, repo_root: Path
-) -> list[tuple[str, str]]:
-    """`--set-file key=path[,key=path]` with every path checked and made absolute."""
-    out: list[tuple[str, str]] = []
+) -> list[tuple[str, Path]]:
+    """Every `--set-file key=path[,key=path]` as (key, real path inside the repository).
+
+    The paths go to Helm only as staged copies (`Staging.copy_set_file`), never by name.
+    """
+    out: list[tuple[str, Path]] = []
     for value in values:
-        pairs: list[str] = []
-        for item in _UNESCAPED_COMMA.split(value):
-            key, sep, path = item.partition("=")
-            if not sep or not key or not path:
-                raise ConfigError("HELM_ARGS: --set-file needs key=path")
+        for key, path in split_set_file(value):
             real = resolve_in_repo(path, app_dir, repo_root, "--set-file")
             if not real.is_file():
                 raise ConfigError(f"HELM_ARGS: --set-file {key}: file {path} does not exist")
-            pairs.append(f"{key}={real}")
-        out.append(("--set-file", ",".join(pairs)))
+            out.append((key, real))
     return out
 
 
@@ -291,34 +415,81 @@ def load_inline_values(text: str, origin: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class TemplateInputs:
-    """Everything that becomes a `helm template` flag."""
+class ReleaseName:
+    """A release name that passed Helm's own rule, so Helm takes it literally.
 
-    release_name: str = ""
+    Built only through `release_name` (or directly, which checks too): the text is never a
+    template (`--name-template` would run sprig's `env` and print the sidecar's environment).
+    """
+
+    value: str
+
+    def __post_init__(self) -> None:
+        if not _valid_release_name(self.value):
+            raise ConfigError("release name refused: it does not follow Helm's release-name rule")
+
+
+def _valid_release_name(text: str) -> bool:
+    return len(text) <= RELEASE_NAME_MAX and _RELEASE_NAME.fullmatch(text) is not None
+
+
+def release_name(text: str, origin: str) -> ReleaseName:
+    """Check `text` against Helm's release-name rule; the error names the setting, and shows
+    the value only when it is short and printable (it may be a template)."""
+    if not _valid_release_name(text):
+        shown = f" {text!r}" if len(text) <= 80 and text.isprintable() else ""
+        raise ConfigError(
+            f"release name{shown} from {origin} is not a valid Helm release name: lowercase "
+            f"letters, digits, '-' and '.', starting and ending with a letter or digit, at "
+            f"most {RELEASE_NAME_MAX} characters"
+        )
+    return ReleaseName(text)
+
+
+@dataclass(frozen=True)
+class TemplateInputs:
+    """Everything that becomes a `helm template` argument.
+
+    Files are `StagedFile`s only and the release name a `ReleaseName`: the types say that no
+    tenant-chosen path or template can be passed (and `template_command` checks again).
+    """
+
+    release_name: ReleaseName | None = None
     namespace: str = ""
     kube_version: str = ""
-    sets: Sequence[tuple[str, str]] = ()  # (flag, "key=value"): --set/--set-string/--set-file
-    values_files: Sequence[str] = ()  # in order: merged Jinja values, files, inline values
+    sets: Sequence[tuple[str, str]] = ()  # (flag, "key=value"): --set/--set-string
+    set_files: Sequence[tuple[str, StagedFile]] = ()  # (key, staged copy)
+    values_files: Sequence[StagedFile] = ()  # in order: merged Jinja values, files, inline
     api_versions: Sequence[str] = ()
     include_crds: bool = True
     skip_tests: bool = False
 
 
 def template_command(helm: str, inputs: TemplateInputs, chart: str = ".") -> list[str]:
-    """`helm template` with Argo CD's flags in Argo CD's order (contract §6.2)."""
-    argv = [helm, "template", chart]
-    if inputs.release_name:
-        argv += ["--name-template", inputs.release_name]
+    """`helm template [NAME] CHART` with Argo CD's flags in Argo CD's order (contract §6.2).
+
+    Values are attached with `=` (`--namespace=x`), so no value can be read as a flag.
+    """
+    argv = [helm, "template"]
+    if inputs.release_name is not None:
+        if not isinstance(inputs.release_name, ReleaseName):
+            raise TypeError("the release name must be a checked ReleaseName")
+        argv.append(inputs.release_name.value)
+    argv.append(chart)
     if inputs.namespace:
-        argv += ["--namespace", inputs.namespace]
+        argv.append(f"--namespace={inputs.namespace}")
     if inputs.kube_version:
-        argv += ["--kube-version", inputs.kube_version]
+        argv.append(f"--kube-version={inputs.kube_version}")
     for flag, value in inputs.sets:
-        argv += [flag, value]
-    for path in inputs.values_files:
-        argv += ["--values", path]
+        if flag not in ("--set", "--set-string"):
+            raise ValueError(f"{flag} is not a --set flag")
+        argv.append(f"{flag}={value}")
+    for key, staged in inputs.set_files:
+        argv.append(f"--set-file={key}={_staged(staged)}")
+    for staged in inputs.values_files:
+        argv.append(f"--values={_staged(staged)}")
     for version in inputs.api_versions:
-        argv += ["--api-versions", version]
+        argv.append(f"--api-versions={version}")
     if inputs.include_crds:
         argv.append("--include-crds")
     if inputs.skip_tests:
@@ -326,13 +497,18 @@ def template_command(helm: str, inputs: TemplateInputs, chart: str = ".") -> lis
     return argv
 
 
+def _staged(item: object) -> str:
+    if not isinstance(item, StagedFile):
+        raise TypeError("helm receives files only as StagedFile copies")
+    return str(item)
+
+
 def parameter_sets(parameters: Mapping[str, str], env: Mapping[str, str]) -> list[tuple[str, str]]:
     """`--set key=value` for each helm parameter, sorted by key, values `$VAR`-expanded and
     comma-escaped as Argo CD does."""
     out: list[tuple[str, str]] = []
     for key in sorted(parameters):
-        if not key.strip():
-            raise ConfigError("parameter 'helm-parameters' has an empty key")
+        check_set_key(key, "parameter 'helm-parameters'")
         value = escape_set_value(expand_env(parameters[key], env))
         out.append(("--set", f"{key}={value}"))
     return out

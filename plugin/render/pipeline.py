@@ -3,15 +3,13 @@
 The user's tree is never modified: Helm charts (which get dependencies added to `charts/`)
 and directories with `*.j2` files are rendered in a private scratch copy (`plugin.render.
 scratch`: locked while the render runs, removed at the end, swept at the next start when a
-SIGKILL left it). Resolved values and inline values never touch the disk: Helm reads them from
-memory files (`MemoryFiles`).
+SIGKILL left it). Helm receives files only through `plugin.render.staging`: copies under
+generated names, and memory files for resolved and inline values, which never touch the disk.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import logging
 import os
 import shutil
@@ -29,6 +27,7 @@ from plugin.render import dependencies, detect, helm, kustomize, plain
 from plugin.render.copying import CopyLimits, copy_tree
 from plugin.render.process import Completed, Confinement, Deadline, child_environment, run
 from plugin.render.scratch import scratch_directory
+from plugin.render.staging import StagedFile, Staging
 from plugin.render.values_secrets import SharedReads
 from plugin.security import sandbox
 from plugin.security.redact import Redactor
@@ -253,12 +252,27 @@ def _helm(
     build_env = request.environment
     env = child_environment(ctx.environ, helm_home_env(scratch / "home"))
 
+    # Every file Helm reads is a copy under a generated name or a memory file
+    # (plugin.render.staging): Helm parses its path arguments again, so a tenant-chosen name
+    # must never reach it.
+    staging = Staging(scratch / "inputs", ctx.max_input)
+    release = (
+        helm.release_name(request.release_name, request.release_name_origin)
+        if request.release_name
+        else None
+    )
+
     # Values, in order: Jinja2-merged values, values files, HELM_ARGS -f, inline values.
-    values: list[Path] = []
+    values: list[StagedFile] = []
     if merged_values is not None:
-        values.append(merged_values)
+        values.append(staging.copy_values(merged_values, "the Jinja2-merged values.yaml"))
     names = [*request.values_files, *args.values_files]
-    values += helm.resolve_values_files(names, app_dir, repo_root, build_env, work)
+    for path, shown_as in helm.resolve_values_files(names, app_dir, repo_root, build_env, work):
+        values.append(staging.copy_values(path, f"values file {shown_as}"))
+    set_files = [
+        (key, staging.copy_set_file(path, f"--set-file {key}"))
+        for key, path in helm.resolve_set_files(args.set_files, app_dir, repo_root)
+    ]
     inline_data: list[tuple[str, dict[str, Any]]] = []
     for item in request.inline_values:
         inline_data.append((item.origin, helm.load_inline_values(item.text, item.origin)))
@@ -282,21 +296,23 @@ def _helm(
     if added:
         log.debug("dependencies added to charts/: %s", ", ".join(added))
 
-    with MemoryFiles() as memory:
-        value_paths = [str(path) for path in values]
+    with staging:
         if ctx.reads is not None:
-            value_paths, inline_data = _resolve_values_phase(work, values, inline_data, memory, ctx)
+            values, inline_data = _resolve_values_phase(work, values, inline_data, staging, ctx)
         # Inline values (resolved or not) never touch the disk either.
-        value_paths += [memory.add(dump(data) if data else "{}\n") for _, data in inline_data]
+        values += [
+            staging.in_memory(dump(data) if data else "{}\n", origin)
+            for origin, data in inline_data
+        ]
         done = _helm_template(
             helm_bin=helm_bin,
-            app_dir=app_dir,
             work=work,
-            repo_root=repo_root,
             scratch=scratch,
             env=env,
-            value_paths=value_paths,
-            memory=memory,
+            release=release,
+            values=values,
+            set_files=set_files,
+            staging=staging,
             ctx=ctx,
         )
     timings["helm template"] = done.seconds
@@ -313,40 +329,41 @@ def _helm(
 def _helm_template(
     *,
     helm_bin: str,
-    app_dir: Path,
     work: Path,
-    repo_root: Path,
     scratch: Path,
     env: Mapping[str, str],
-    value_paths: list[str],
-    memory: MemoryFiles,
+    release: helm.ReleaseName | None,
+    values: list[StagedFile],
+    set_files: list[tuple[str, StagedFile]],
+    staging: Staging,
     ctx: RenderContext,
 ) -> Completed:
-    """`helm template` itself: flags in Argo CD's order, values files as `value_paths` (memory
-    files among them), confined (no network: dependencies are already in the work copy)."""
+    """`helm template` itself: flags in Argo CD's order, files only as staged copies and memory
+    files, confined (no network: dependencies are already in the work copy; nothing from the
+    repository: values files are staged copies in the scratch directory)."""
     request = ctx.request
     args = helm.parse_helm_args(request.helm_args)
     build_env = request.environment
 
     sets: list[tuple[str, str]] = helm.parameter_sets(request.helm_parameters, build_env)
     sets += args.sets
-    sets += helm.resolve_set_files(args.set_files, app_dir, repo_root)
     include_crds = not request.skip_crds
     if args.include_crds is not None:
         include_crds = args.include_crds
     inputs = helm.TemplateInputs(
-        release_name=request.release_name,
+        release_name=release,
         namespace=request.namespace,
         kube_version=args.kube_version or request.kube_version,
         sets=sets,
-        values_files=value_paths,
+        set_files=set_files,
+        values_files=values,
         api_versions=helm.dedupe([*request.api_versions, *args.api_versions]),
         include_crds=include_crds,
         skip_tests=request.skip_tests or args.skip_tests,
     )
     argv = helm.template_command(helm_bin, inputs)
     confinement = ctx.confinement(
-        read=[work, repo_root], write=[scratch], programs=[helm_bin], connect_ports=[]
+        read=[work], write=[scratch], programs=[helm_bin], connect_ports=[]
     )
     return run(
         argv,
@@ -357,62 +374,17 @@ def _helm_template(
         redactor=ctx.redactor,
         max_output=ctx.max_input,
         confinement=confinement,
-        pass_fds=memory.fds,
+        pass_fds=staging.fds,
     )
-
-
-class MemoryFiles:
-    """Anonymous in-memory files (memfd) for content that must never touch the disk.
-
-    Each file is sealed read-only and handed to a child by descriptor (`pass_fds`); the child
-    opens it as `/proc/self/fd/N` (Helm 3 and 4 read `--values` from there, also under
-    Landlock). The descriptors are closed, and the memory freed, when the block ends; nothing
-    is left behind even if the plugin is SIGKILLed.
-    """
-
-    def __init__(self) -> None:
-        self.fds: list[int] = []
-
-    def __enter__(self) -> MemoryFiles:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for fd in self.fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.fds.clear()
-
-    def add(self, text: str) -> str:
-        """A new memory file holding `text`; returns the path a child opens it by."""
-        memfd_create = getattr(os, "memfd_create", None)
-        if memfd_create is None:
-            raise RenderError("resolved values need memfd_create (Linux >= 3.17); refused")
-        fd = memfd_create("plugin-values", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        self.fds.append(fd)
-        data = text.encode("utf-8")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
-        os.lseek(fd, 0, os.SEEK_SET)
-        return f"/proc/self/fd/{fd}"
-
-
-_SEALS = (
-    getattr(fcntl, "F_SEAL_SEAL", 1)
-    | getattr(fcntl, "F_SEAL_SHRINK", 2)
-    | getattr(fcntl, "F_SEAL_GROW", 4)
-    | getattr(fcntl, "F_SEAL_WRITE", 8)
-)
 
 
 def _resolve_values_phase(
     work: Path,
-    values: list[Path],
+    values: list[StagedFile],
     inline: list[tuple[str, dict[str, Any]]],
-    memory: MemoryFiles,
+    staging: Staging,
     ctx: RenderContext,
-) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
+) -> tuple[list[StagedFile], list[tuple[str, dict[str, Any]]]]:
     """Phase one: resolve placeholders in the chart's values.yaml, in every values file and in
     inline values. The resolved documents live in memory files only: never on disk.
 
@@ -421,42 +393,44 @@ def _resolve_values_phase(
     """
     assert ctx.reads is not None
     ctx.deadline.check("resolving secrets in values")
-    targets: list[tuple[str, Path]] = []
     chart_values = work / "values.yaml"
-    candidates = [("values.yaml", chart_values), *((p.name, p) for p in values)]
+    candidates: list[tuple[str, Path, StagedFile | None]] = [
+        ("values.yaml", chart_values, None),
+        *((p.label, p.path, p) for p in values),
+    ]
+    targets: list[StagedFile | None] = []
     loaded: list[tuple[str, dict[str, Any]]] = []
-    for name, path in candidates:
+    for name, path, staged in candidates:
         if not path.is_file():
             continue
         if ctx.max_input is not None and path.stat().st_size > ctx.max_input:
             raise RenderError(
-                f"values file {name} is larger than {format_size(ctx.max_input)} "
-                f"({MAX_INPUT_SETTING}); refused"
+                f"{name} is larger than {format_size(ctx.max_input)} ({MAX_INPUT_SETTING}); refused"
             )
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise RenderError(f"values file {name} is not valid UTF-8") from None
+            raise RenderError(f"{name} is not valid UTF-8") from None
         if "<" not in text:
             continue
         data = _load_values_file(text, name)
         if data is None:
             continue
-        targets.append((name, path))
+        targets.append(staged)
         loaded.append((name, data))
     resolved = ctx.reads.resolve_values([*loaded, *inline])
     ctx.redactor.add(ctx.reads.secret_strings())
-    first: list[str] = []
-    replaced: dict[Path, str] = {}
-    for (_name, path), data in zip(targets, resolved, strict=False):
-        if path == chart_values:
-            first.append(memory.add(dump(data)))
+    first: list[StagedFile] = []
+    replaced: dict[StagedFile, StagedFile] = {}
+    for (name, _), staged, data in zip(loaded, targets, resolved, strict=False):
+        if staged is None:
+            first.append(staging.in_memory(dump(data), name))
         else:
-            replaced[path] = memory.add(dump(data))
+            replaced[staged] = staging.in_memory(dump(data), staged.label)
     new_inline = [
         (origin, data) for (origin, _), data in zip(inline, resolved[len(targets) :], strict=True)
     ]
-    return [*first, *(replaced.get(path, str(path)) for path in values)], new_inline
+    return [*first, *(replaced.get(staged, staged) for staged in values)], new_inline
 
 
 def _load_values_file(text: str, name: str) -> dict[str, Any] | None:
@@ -465,9 +439,9 @@ def _load_values_file(text: str, name: str) -> dict[str, Any] | None:
     try:
         data = load_one(text)
     except yaml.YAMLError:
-        raise RenderError(f"values file {name} is not valid YAML") from None
+        raise RenderError(f"{name} is not valid YAML") from None
     if data is None:
         return None
     if not isinstance(data, dict):
-        raise RenderError(f"values file {name} must hold a YAML mapping")
+        raise RenderError(f"{name} must hold a YAML mapping")
     return data

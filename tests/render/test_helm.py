@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from plugin.errors import ConfigError
+from plugin.errors import ConfigError, RenderError
 from plugin.render.helm import (
+    ReleaseName,
     TemplateInputs,
+    check_set_key,
     escape_set_value,
     expand_env,
     find_repo_root,
@@ -17,38 +20,107 @@ from plugin.render.helm import (
     load_inline_values,
     parameter_sets,
     parse_helm_args,
+    release_name,
     resolve_set_files,
     resolve_values_files,
+    split_set_file,
     template_command,
 )
+from plugin.render.staging import StagedFile, Staging
 
 
-def test_argocd_flag_order() -> None:
+def test_argocd_flag_order(tmp_path: Path) -> None:
+    staging = Staging(tmp_path / "inputs")
+    source = tmp_path / "x,/etc/values.yaml"
+    source.parent.mkdir(parents=True)
+    source.write_text("a: 1\n")
     inputs = TemplateInputs(
-        release_name="rel",
+        release_name=ReleaseName("rel"),
         namespace="ns",
         kube_version="1.29.0",
         sets=[("--set", "a=1"), ("--set-string", "b=2")],
-        values_files=["/x/values.yaml", "/tmp/inline.yaml"],
+        set_files=[("cert", staging.copy_set_file(source, "cert"))],
+        values_files=[staging.copy_values(source, "x"), staging.in_memory("{}\n", "inline")],
         api_versions=["v1", "monitoring.coreos.com/v1"],
         include_crds=True,
         skip_tests=True,
     )
+    inputs_dir = staging.directory
     assert template_command("helm", inputs) == [
-        "helm", "template", ".",
-        "--name-template", "rel",
-        "--namespace", "ns",
-        "--kube-version", "1.29.0",
-        "--set", "a=1", "--set-string", "b=2",
-        "--values", "/x/values.yaml", "--values", "/tmp/inline.yaml",
-        "--api-versions", "v1", "--api-versions", "monitoring.coreos.com/v1",
+        "helm", "template", "rel", ".",
+        "--namespace=ns",
+        "--kube-version=1.29.0",
+        "--set=a=1", "--set-string=b=2",
+        f"--set-file=cert={inputs_dir}/set-file-000",
+        f"--values={inputs_dir}/values-000.yaml", f"--values=/proc/self/fd/{staging.fds[0]}",
+        "--api-versions=v1", "--api-versions=monitoring.coreos.com/v1",
         "--include-crds",
         "--skip-tests",
     ]  # fmt: skip
+    assert (inputs_dir / "values-000.yaml").read_text() == "a: 1\n"
+    assert (inputs_dir / "values-000.yaml").stat().st_mode & 0o777 == 0o600
+    assert inputs_dir.stat().st_mode & 0o777 == 0o700
+    staging.__exit__(None, None, None)
+    assert staging.fds == []
 
 
 def test_minimal_command() -> None:
     assert template_command("helm", TemplateInputs(include_crds=False)) == ["helm", "template", "."]
+
+
+def test_command_takes_only_staged_files_and_checked_names(tmp_path: Path) -> None:
+    """The builder refuses a plain path or a plain release name even when the types are
+    bypassed, and a StagedFile cannot be made outside Staging."""
+    with pytest.raises(TypeError):
+        template_command("helm", TemplateInputs(values_files=["/etc/passwd"]))  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        template_command("helm", TemplateInputs(release_name="{{ env }}"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        StagedFile(tmp_path / "x", "x", object())
+    with pytest.raises(ConfigError):
+        ReleaseName('{{ env "HOME" }}')
+
+
+def test_staging_refuses_a_scratch_path_helm_would_parse(tmp_path: Path) -> None:
+    with pytest.raises(RenderError, match="TMPDIR"):
+        Staging(tmp_path / "a,b")
+
+
+def test_staging_copies_are_bounded_and_regular(tmp_path: Path) -> None:
+    staging = Staging(tmp_path / "inputs", max_bytes=10)
+    big = tmp_path / "big.yaml"
+    big.write_text("x" * 11)
+    with pytest.raises(ConfigError, match="larger than"):
+        staging.copy_values(big, "values file big.yaml")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        staging.copy_values(fifo, "values file fifo")
+    os.symlink(big, tmp_path / "link")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        staging.copy_values(tmp_path / "link", "values file link")
+
+
+@pytest.mark.parametrize(
+    ("text", "origin"),
+    [
+        ('{{ env "HTTPS_PROXY" }}', "RELEASE_NAME"),
+        ("Upper", "parameter 'release-name'"),
+        ("a" * 54, "RELEASE_NAME"),
+        ("-lead", "RELEASE_NAME"),
+        ("trail.", "RELEASE_NAME"),
+        ("a_b", "RELEASE_NAME"),
+        ("", "RELEASE_NAME"),
+    ],
+)
+def test_release_names_follow_helms_rule(text: str, origin: str) -> None:
+    with pytest.raises(ConfigError, match=f"from {re.escape(origin)} is not a valid Helm release"):
+        release_name(text, origin)
+
+
+def test_valid_release_names() -> None:
+    for text in ("a", "web", "my-app.v2", "a" * 53, "0-9"):
+        assert release_name(text, "RELEASE_NAME").value == text
 
 
 def test_allowed_helm_args() -> None:
@@ -112,6 +184,44 @@ def test_set_values() -> None:
     assert expand_env("$A-${B}-$$C-$UNKNOWN", {"A": "1", "B": "2"}) == "1-2-$C-"
 
 
+@pytest.mark.parametrize(
+    ("value", "escaped"),
+    [
+        # An escaped backslash before a comma: the comma is a real separator for Helm.
+        ("x\\\\,b=1", "x\\\\\\,b=1"),
+        ("x\\\\\\,b", "x\\\\\\,b"),
+        # Only a value that is exactly one list stays a list.
+        ("{a},b={c}", "\\{a}\\,b={c}"),
+        ("{a,b", "\\{a\\,b"),
+        ("{a\\}", "\\{a\\}"),
+        ("trailing\\", "trailing\\"),
+    ],
+)
+def test_set_values_cannot_end_early(value: str, escaped: str) -> None:
+    assert escape_set_value(value) == escaped
+
+
+@pytest.mark.parametrize("key", ["a,b", "a=b", "a\\\\,b", "a\\", " ", "x\\\\=y"])
+def test_set_keys_that_helm_would_split_are_refused(key: str) -> None:
+    with pytest.raises(ConfigError, match="helm-parameters"):
+        parameter_sets({key: "1"}, {})
+
+
+def test_escaped_set_keys_are_kept() -> None:
+    for key in ("a\\.b", "list[0].name", "a\\,b", "a\\=b", "x\\\\"):
+        check_set_key(key, "test")
+
+
+def test_split_set_file_counts_backslashes_like_helm() -> None:
+    assert split_set_file("a=x,b=y") == [("a", "x"), ("b", "y")]
+    assert split_set_file("a=x\\,y") == [("a", "x,y")]
+    # `\\\\,` is an escaped backslash, then a separator: two pairs, as Helm reads it.
+    assert split_set_file("a=x\\\\,b=/etc/t") == [("a", "x\\"), ("b", "/etc/t")]
+    for bad in ("a", "=x", "a=", "a=x,", "a\\=x"):
+        with pytest.raises(ConfigError):
+            split_set_file(bad)
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
@@ -134,9 +244,9 @@ def test_values_files_resolution(repo: Path) -> None:
     )
     real = Path(os.path.realpath(repo))
     assert got == [
-        real / "apps/web/values.yaml",
-        real / "shared/common.yaml",
-        real / "apps/web/values-prod.yaml",
+        (real / "apps/web/values.yaml", "values.yaml"),
+        (real / "shared/common.yaml", "/shared/common.yaml"),
+        (real / "apps/web/values-prod.yaml", "values-*.yaml (/apps/web/values-prod.yaml)"),
     ]
 
 
@@ -147,6 +257,24 @@ def test_values_files_escaping_the_repository(repo: Path, name: str) -> None:
         resolve_values_files([name], repo / "apps/web", repo, {})
 
 
+@pytest.mark.parametrize(
+    "pattern",
+    ["../../../*.yaml", "/../*", "../../../**/*.yaml", "*/../../../../*", "links/*", "/**/*.yaml"],
+)
+def test_values_file_globs_never_name_files_outside(repo: Path, pattern: str) -> None:
+    """A glob reaching outside the repository is refused naming the pattern only: the error
+    never lists what exists outside (here `secret-name-canary.yaml`)."""
+    (repo.parent / "secret-name-canary.yaml").write_text("x: 1\n")
+    (repo / "apps/web/links").mkdir()
+    os.symlink(repo.parent / "secret-name-canary.yaml", repo / "apps/web/links/l.yaml")
+    os.symlink(repo.parent, repo / "up")
+    with pytest.raises(ConfigError) as info:
+        resolve_values_files([pattern], repo / "apps/web", repo, {})
+    assert "secret-name-canary" not in str(info.value)
+    assert "outside.yaml" not in str(info.value)
+    assert pattern in str(info.value)
+
+
 def test_values_files_missing_and_urls(repo: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_values_files(["nope.yaml"], repo / "apps/web", repo, {})
@@ -154,6 +282,8 @@ def test_values_files_missing_and_urls(repo: Path) -> None:
         resolve_values_files(["nope-*.yaml"], repo / "apps/web", repo, {})
     with pytest.raises(ConfigError, match="URLs are not accepted"):
         resolve_values_files(["https://x.example.com/v.yaml"], repo / "apps/web", repo, {})
+    with pytest.raises(ConfigError, match="URLs are not accepted"):
+        resolve_values_files(["https://x.example.com/*.yaml"], repo / "apps/web", repo, {})
 
 
 def test_values_files_taken_from_the_work_copy(repo: Path, tmp_path: Path) -> None:
@@ -162,13 +292,14 @@ def test_values_files_taken_from_the_work_copy(repo: Path, tmp_path: Path) -> No
     (work / "rendered.yaml").write_text("r: 1\n")
     (work / "values.yaml").write_text("a: copy\n")
     got = resolve_values_files(["rendered.yaml", "values.yaml"], repo / "apps/web", repo, {}, work)
-    assert got == [work / "rendered.yaml", work / "values.yaml"]
+    assert got == [(work / "rendered.yaml", "rendered.yaml"), (work / "values.yaml", "values.yaml")]
 
 
 def test_set_files(repo: Path) -> None:
-    real = os.path.realpath(repo)
+    real = Path(os.path.realpath(repo))
     assert resolve_set_files(["a=values.yaml,b=/shared/common.yaml"], repo / "apps/web", repo) == [
-        ("--set-file", f"a={real}/apps/web/values.yaml,b={real}/shared/common.yaml")
+        ("a", real / "apps/web/values.yaml"),
+        ("b", real / "shared/common.yaml"),
     ]
     with pytest.raises(ConfigError, match="outside the repository"):
         resolve_set_files(["a=../../../outside.yaml"], repo / "apps/web", repo)
