@@ -174,20 +174,20 @@ FAKE_HELM = """#!/bin/sh
 # A stand-in for helm that fails after echoing every values file it was given, raw and encoded
 # (as Helm does in some errors), plus a plain line.
 echo "Error: template: demo/templates/x.yaml:1:3: executing: bad value" >&2
-prev=""
 for arg in "$@"; do
-  if [ "$prev" = "--values" ]; then
-    cat "$arg" values.yaml >&2
-    base64 -w0 "$arg" >&2; echo >&2
-  fi
-  prev="$arg"
+  case "$arg" in
+    --values=*)
+      cat "${arg#--values=}" values.yaml >&2
+      base64 -w0 "${arg#--values=}" >&2; echo >&2
+      ;;
+  esac
 done
 python3 - "$@" >&2 <<'PY'
 import sys, urllib.parse, json, yaml
 args = sys.argv[1:]
-for i, a in enumerate(args):
-    if a == "--values":
-        data = yaml.safe_load(open(args[i + 1])) or {}
+for a in args:
+    if a.startswith("--values="):
+        data = yaml.safe_load(open(a.removeprefix("--values="))) or {}
         for v in data.values():
             if isinstance(v, str):
                 print("url:", urllib.parse.quote_plus(v), "json:", json.dumps(v))
