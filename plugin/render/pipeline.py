@@ -375,6 +375,8 @@ def _helm_template(
         max_output=ctx.max_input,
         confinement=confinement,
         pass_fds=staging.fds,
+        # Secrets in the values: Helm's messages may echo parts of them, show locations only.
+        withhold_messages=ctx.reads is not None and bool(ctx.reads.results),
     )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -143,6 +144,43 @@ def clean_stderr(raw: bytes, redactor: Redactor | None = None) -> str:
     if len(out) > _STDERR_MAX_CHARS:
         out = "…" + out[-_STDERR_MAX_CHARS:]
     return out
+
+
+#: A template location in a renderer message: `chart/templates/x.yaml:12:5`, `gotpl:1:10`.
+_LOCATION = re.compile(
+    r"(?<![\w./-])((?:[\w.-]+/)*[\w.-]+\.(?:ya?ml|tpl|txt|json|toml)|gotpl)(:\d+){0,2}"
+)
+_ERROR_CLASSES = (
+    ("YAML parse error", "YAML parse error"),
+    ("execution error", "execution error"),
+    ("parse error", "parse error"),
+    ("template:", "template error"),
+)
+_FUNCTION = re.compile(r"error calling (\w+)")
+_WITHHELD = "message withheld because secrets were resolved into the values (RESOLVE_VALUES)"
+
+
+def location_only(raw: bytes) -> str:
+    """The renderer's error reduced to its class and location (file:line:column) per line.
+
+    Used when secrets were injected into Helm values: a message body can then echo part of a
+    secret (`tpl` of a value holding `{{`, `fail`, a schema error quoting a value) in a form
+    no redactor can predict, so it is never shown.
+    """
+    text = raw.decode("utf-8", "replace")
+    found: list[str] = []
+    for line in text.splitlines():
+        if not line.startswith("Error:"):
+            continue
+        kind = next((name for key, name in _ERROR_CLASSES if key in line), "error")
+        location = _LOCATION.search(line)
+        function = _FUNCTION.search(line)
+        summary = kind + (f" at {location.group(0)}" if location else "")
+        if function:
+            summary += f" (in {function.group(1)})"
+        if summary not in found:
+            found.append(summary)
+    return "; ".join([*found[:_STDERR_MAX_LINES], _WITHHELD])
 
 
 # ---------------------------------------------------------------------------- child tracking
@@ -271,10 +309,13 @@ def run(
     max_output: int | None = None,
     confinement: Confinement | None = None,
     pass_fds: Sequence[int] = (),
+    withhold_messages: bool = False,
 ) -> Completed:
     """Run one renderer command; raise RenderError (or StageTimeoutError) naming `stage` on failure.
 
-    The command line itself is never put into messages (it may carry --set values). At most
+    The command line itself is never put into messages (it may carry --set values); with
+    `withhold_messages` the child's messages are reduced to their class and location
+    (`location_only`). At most
     `max_output` bytes of stdout are accepted (the child is killed beyond that) and only the
     last `_STDERR_KEEP` bytes of stderr are kept, so a runaway child cannot exhaust memory.
     """
@@ -327,6 +368,10 @@ def run(
             _children.discard(proc)
     seconds = time.monotonic() - started
     stderr = clean_stderr(err, redactor)
+    if withhold_messages:
+        stderr = location_only(err)
+        if redactor is not None:
+            stderr = redactor.clean(stderr)
     log.debug("%s finished in %.3f s (exit %s)", stage, seconds, proc.returncode)
     if proc.returncode != 0:
         if proc.returncode < 0:

@@ -13,7 +13,10 @@ output too. What is known for a value `v`:
   that Helm's `toJson` and `fail` messages use: `&` as `\u0026`), the YAML single-quoted text
   (`'` doubled) and the URL-encoded forms (`quote`, `quote(safe="")`, `quote_plus`);
 - for numbers their text; for maps and lists every leaf value (not the keys: key names such
-  as `password` are not secrets) plus the compact and default JSON of the whole.
+  as `password` are not secrets) plus the compact and default JSON of the whole;
+- for a string that is itself a JSON or YAML map or list (a service-account key, a
+  `config.json`), every string leaf of at least `MIN_LEAF_LENGTH` (6) characters, with all its
+  spellings: a chart that prints one field (`fromJson`, `fromYaml`) is redacted too.
 
 Forms shorter than `MIN_LENGTH` (4) characters are ignored: redacting `80`, `yes` or `a` would
 garble every message, and such values are not secrets in practice. Inner base64 runs shorter
@@ -31,8 +34,20 @@ import urllib.parse
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
+import yaml
+
+from plugin.manifests.yamlio import load_one
+
 MIN_LENGTH = 4
 MIN_INNER_B64 = 8
+#: Leaves of a structured (JSON/YAML) secret shorter than this are not learnt: `true`,
+#: `admin` or `5432` inside a document are not secrets and would garble every message.
+MIN_LEAF_LENGTH = 6
+#: Structured secrets larger than this, or with more leaves, are learnt as a whole only.
+MAX_STRUCTURED_CHARS = 1024 * 1024
+MAX_STRUCTURED_LEAVES = 10_000
+#: More brackets than this and YAML is not tried (libyaml recurses per level).
+MAX_STRUCTURED_BRACKETS = 256
 REPLACEMENT = "<redacted>"
 
 
@@ -73,6 +88,10 @@ class Redactor:
                 return
             self._learnt.add(value)
         forms = set(_forms_of(value))
+        for leaf in _structured_leaves(value):
+            if leaf not in self._learnt:
+                self._learnt.add(leaf)
+                forms.update(string_forms(leaf))
         with self._lock:
             for form in forms - self._forms:
                 self._forms.add(form)
@@ -180,6 +199,60 @@ def _forms_of(value: object) -> Iterator[str]:
             yield from _long_enough([str(current), json.dumps(current)])
         elif current is not None:
             yield from _long_enough([str(current)])
+
+
+def _structured_leaves(value: object) -> list[str]:
+    """String leaves (long enough) of the JSON or YAML documents found in `value`'s strings.
+
+    Walked without recursion, each shared node once (a YAML alias bomb stays small), bounded
+    in size, nesting and number of leaves; anything that does not parse yields nothing.
+    """
+    texts: list[str] = []
+    stack: list[object] = [value]
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if isinstance(current, str):
+            texts.append(current)
+        elif isinstance(current, dict | list | tuple) and id(current) not in seen:
+            seen.add(id(current))
+            stack.extend(current.values() if isinstance(current, dict) else current)
+    leaves: list[str] = []
+    for text in texts:
+        document = _parse_structured(text)
+        if document is None:
+            continue
+        nodes: list[object] = [document]
+        visited: set[int] = set()
+        while nodes and len(leaves) < MAX_STRUCTURED_LEAVES:
+            node = nodes.pop()
+            if isinstance(node, str):
+                if len(node.strip()) >= MIN_LEAF_LENGTH:
+                    leaves.append(node)
+            elif isinstance(node, dict | list) and id(node) not in visited:
+                visited.add(id(node))
+                nodes.extend(node.values() if isinstance(node, dict) else node)
+    return leaves
+
+
+def _parse_structured(text: str) -> object | None:
+    """The map or list `text` holds as JSON or YAML, else None (never raises)."""
+    stripped = text.strip()
+    if len(stripped) < 2 or len(stripped) > MAX_STRUCTURED_CHARS:
+        return None
+    if stripped[0] not in "{[" and ":" not in stripped and "- " not in stripped:
+        return None
+    document: object = None
+    try:
+        document = json.loads(stripped)
+    except (ValueError, RecursionError):
+        if stripped.count("[") + stripped.count("{") > MAX_STRUCTURED_BRACKETS:
+            return None
+        try:
+            document = load_one(stripped)
+        except (yaml.YAMLError, RecursionError, ValueError):
+            return None
+    return document if isinstance(document, dict | list) else None
 
 
 def _container_forms(container: object) -> Iterator[str]:

@@ -59,8 +59,56 @@ def test_helm_errors_echoing_values_are_redacted(
         ARGOCD_ENV_RESOLVE_VALUES="true",
     )
     run = plugin.generate(chart)
-    assert_failed_cleanly(run, [CANARY, f"line-{OUTSIDE}"], "helm template failed", "bad value")
-    assert "<redacted>" in run.stderr
+    # Secrets were resolved into the values: the message body is withheld, the location stays.
+    assert_failed_cleanly(
+        run,
+        [CANARY, f"line-{OUTSIDE}"],
+        "helm template failed",
+        "execution error at demo/templates/fail.yaml:1:",
+        "message withheld",
+    )
+    assert "bad value" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ tpl .Values.password . }}",  # Helm names the "function" that follows `{{`
+        '{{ fail (printf "%s" (fromJson .Values.account).client_secret) }}',
+        '{{ fail (printf "%s" (.Values.password | trunc 14)) }}',
+    ],
+)
+def test_renderer_messages_are_withheld_when_values_hold_secrets(
+    tmp_path: Path, helm_bin: str, template: str
+) -> None:
+    """A part of a secret, or a field of a JSON secret, in Helm's message: no redactor can
+    predict every piece, so with resolved values only the error class and location show."""
+    part = "PartCanary8xQ"
+    leaf = "json-leaf-canary-5rT"
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text(
+        "kv/data/app:\n"
+        f"  password: '{{{{ {part} tail-canary-93kd'\n"
+        f'  account: \'{{"type": "sa", "client_secret": "{leaf}"}}\'\n'
+    )
+    chart = tmp_path / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: demo\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text(
+        "password: <path:kv/data/app#password>\naccount: <path:kv/data/app#account>\n"
+    )
+    (chart / "templates" / "x.yaml").write_text(f"x: {template}\n")
+    plugin = Plugin(
+        tmp_path / "home",
+        helm=helm_bin,
+        AVP_TYPE="file",
+        AVP_FILE_PATH=str(secrets),
+        ARGOCD_ENV_RESOLVE_VALUES="true",
+    )
+    run = plugin.generate(chart)
+    assert_failed_cleanly(
+        run, [part, leaf, "{{ " + part[:6]], "demo/templates/x.yaml:1:", "message withheld"
+    )
 
 
 def kustomize_app(tmp_path: Path, resource: str) -> tuple[Path, Plugin]:

@@ -240,7 +240,10 @@ def test_helm_echoing_resolved_values_is_redacted(
     assert run.code == 1
     assert run.stdout == ""
     assert "helm template failed (exit status 1)" in run.stderr
-    assert REPLACEMENT in run.stderr  # the fake really echoed something
+    # Secrets were resolved into the values: only the error class and location are shown.
+    assert "template error at demo/templates/x.yaml:1:3" in run.stderr
+    assert "message withheld" in run.stderr
+    assert "bad value" not in run.stderr
     assert_no_canary(run.stderr)
 
 
@@ -317,3 +320,25 @@ def test_credentials_of_the_configuration_are_redacted(tmp_path: Path) -> None:
     assert run.code == 1 and run.stdout == ""
     assert "VAULT_ADDR must be an http:// or https:// URL" in run.stderr
     assert_no_canary(run.stderr, token)
+
+
+def test_fields_of_a_json_or_yaml_secret_are_redacted() -> None:
+    """A chart printing one field of a structured secret (`fromJson`, `fromYaml`)."""
+    redactor = Redactor()
+    redactor.add_secret({"sa": '{"type": "service_account", "private_key": "json-leaf-Zt81"}'})
+    redactor.add_secret("user: admin\npassword: yaml-leaf-Qp42\nnested:\n  - deep-leaf-Lm07\n")
+    for leaf in ("json-leaf-Zt81", "yaml-leaf-Qp42", "deep-leaf-Lm07"):
+        assert redactor.clean(f"error: {leaf}!") == f"error: {REPLACEMENT}!"
+        encoded = base64.b64encode(leaf.encode()).decode()
+        assert REPLACEMENT in redactor.clean(f"x {encoded}")
+    # short leaves, keys and plain words stay readable
+    assert redactor.clean("admin type private_key") == "admin type private_key"
+    # hostile structured secrets: alias bombs and deep nesting are learnt in bounded time
+    bomb = "a: &a [x-leaf-bomb1, x-leaf-bomb1]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefghij", "bcdefghijk", strict=True)
+    )
+    redactor.add_secret(bomb)
+    assert redactor.clean("x-leaf-bomb1") == REPLACEMENT
+    redactor.add_secret("[" * 100_000)
+    redactor.add_secret("{" * 50_000 + "}" * 50_000)

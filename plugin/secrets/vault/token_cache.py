@@ -107,7 +107,7 @@ class TokenCache:
     def open(cls, directory: Path) -> TokenCache | None:
         """Create/check the directory; None (logged) when it cannot hold private entries."""
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _make_private_dirs(directory)
             info = os.lstat(directory)
             if not stat.S_ISDIR(info.st_mode):
                 raise NotADirectoryError(errno.ENOTDIR, "not a directory")
@@ -272,6 +272,31 @@ class TokenCache:
             if temp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(temp)
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create `directory` and its missing parents with mode 0700, whatever the umask.
+
+    (`Path.mkdir(parents=True)` creates parents with 0777 & ~umask: with umask 000 anyone
+    could list them or swap the cache directory.) Each directory created here must then be a
+    real directory of the plugin's user; the parent of the cache directory must not be
+    writable by other users unless it is sticky (like /tmp), or they could replace the cache.
+    """
+    missing: list[Path] = []
+    current = directory
+    while not os.path.lexists(current) and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise PermissionError(errno.EPERM, f"{path} is not a directory of this user")
+        os.chmod(path, 0o700)
+    parent = os.stat(directory.parent)
+    if parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX:
+        raise PermissionError(errno.EPERM, f"{directory.parent} is writable by other users")
 
 
 def _parse_entry(raw: bytes, key: str) -> CachedLogin | None:

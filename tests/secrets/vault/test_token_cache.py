@@ -295,3 +295,36 @@ def test_fifty_concurrent_processes_log_in_once(tmp_path: Path) -> None:
     tokens = {token for token, _ in outputs}
     assert len(tokens) == 1
     assert sum(1 for _, from_cache in outputs if from_cache == "False") == 1
+
+
+def test_parents_are_private_even_with_umask_000(tmp_path: Path) -> None:
+    """With umask 000, `mkdir(parents=True)` would create the parents 0777."""
+    directory = tmp_path / "home" / ".cache" / "argocd-secrets-plugin" / "vault-tokens"
+    previous = os.umask(0)
+    try:
+        assert TokenCache.open(directory) is not None
+    finally:
+        os.umask(previous)
+    for path in (directory, *list(directory.parents)[:3]):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700, path
+
+
+def test_a_parent_writable_by_others_disables_the_cache(tmp_path: Path) -> None:
+    """Another user could swap the cache directory out of a world-writable (non-sticky) parent."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    assert TokenCache.open(shared / "vault-tokens") is None
+    os.chmod(shared, 0o1777)  # sticky like /tmp: others cannot rename our directory
+    assert TokenCache.open(shared / "vault-tokens") is not None
+
+
+def test_a_cache_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can create a directory of another user")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir(mode=0o700)
+    os.chown(foreign, 54321, 54321)
+    assert TokenCache.open(foreign) is None
+    # A missing component created inside a foreign directory is ours; the foreign one is not.
+    assert TokenCache.open(foreign / "sub") is not None
