@@ -210,3 +210,24 @@ def test_cache_directories_not_ours_alone_are_not_used(
     assert (path / "charts/webapp-0.1.0.tgz").read_bytes() == b"one"
     assert not cache.shared and "chart cache not used" in caplog.text
     assert files(watched) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "repository", "problem"),
+    [
+        ("x:1.0.0", "oci://registry.example.com/charts", "is not a valid OCI repository name"),
+        ("Postgres", "oci://registry.example.com/charts", "is not a valid OCI repository name"),
+        ("db", "oci://registry.example.com/../charts", "has an invalid repository path"),
+        ("db", "oci://-flag/charts", "has an invalid registry host"),
+    ],
+)
+def test_oci_references_are_checked_before_helm_runs(
+    tmp_path: Path, name: str, repository: str, problem: str
+) -> None:
+    path = chart(tmp_path / "chart", [{"name": name, "version": "1.0.0", "repository": repository}])
+    cache = ChartCache(tmp_path / "c")
+    ctx = context(tmp_path / "s", cache)
+    ctx.helm = str(tmp_path / "no-such-helm")  # running helm would fail differently
+    with pytest.raises(DependencyError, match=f"the OCI reference {problem}; refused"):
+        ensure_dependencies(path, path, ctx)
+    assert not any((tmp_path / "c").rglob("*.entry"))

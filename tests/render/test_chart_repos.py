@@ -282,3 +282,38 @@ def test_a_server_dripping_bytes_cannot_outlast_the_deadline(
     finally:
         stop.set()
     assert time.monotonic() - started < 1.5 + 2  # the deadline contract
+
+
+# ---------------------------------------------------------------------------- TLS
+
+
+def test_tls_settings_of_the_repositories_file(
+    tmp_path: Path, servers: Callable[[str], Server]
+) -> None:
+    """caFile, certFile/keyFile (mutual TLS) and insecure_skip_tls_verify, against a real TLS
+    server that requires a client certificate."""
+    import ssl
+
+    from tests.integration.test_vault_support import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    repo = servers("127.0.0.1")
+    repo.routes["/index.yaml"] = (200, {}, b"entries: {}\n")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    context.load_verify_locations(pki.ca_cert)
+    context.verify_mode = ssl.CERT_REQUIRED
+    repo.httpd.socket = context.wrap_socket(repo.httpd.socket, server_side=True)
+    url = repo.url.replace("http://", "https://") + "/index.yaml"
+    client = {"cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}
+
+    def get(**settings: Any) -> bytes:
+        creds = RepoCredentials(url=url, **settings)
+        return http_get(url, creds, Deadline.after(10), "fetching", 1 << 20)
+
+    assert get(ca_file=str(pki.ca_cert), **client) == b"entries: {}\n"
+    assert get(insecure_skip_tls_verify=True, **client) == b"entries: {}\n"
+    with pytest.raises(DependencyError, match="TLS error: certificate verify failed"):
+        get(**client)
+    with pytest.raises(DependencyError, match="cannot reach"):
+        get(ca_file=str(pki.ca_cert))  # no client certificate
