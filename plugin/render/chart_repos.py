@@ -290,6 +290,11 @@ def http_get(
     timeout = max(0.1, min(HTTP_TIMEOUT, deadline.remaining()))
     session = requests.Session()
     session.max_redirects = MAX_REDIRECTS
+    # No ~/.netrc credentials (they would go to any repository on that host, and be re-added
+    # after a redirect) and no REQUESTS_CA_BUNDLE override; proxies still come from the
+    # sidecar's environment (HTTPS_PROXY, NO_PROXY), as with Helm.
+    session.trust_env = False
+    proxies = requests.utils.get_environ_proxies(url)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
@@ -301,6 +306,7 @@ def http_get(
                 stream=True,
                 verify=verify,
                 cert=cert,
+                proxies=proxies,
             )
         with response:
             if response.status_code >= 400:

@@ -317,3 +317,21 @@ def test_tls_settings_of_the_repositories_file(
         get(**client)
     with pytest.raises(DependencyError, match="cannot reach"):
         get(ca_file=str(pki.ca_cert))  # no client certificate
+
+
+def test_netrc_credentials_are_never_sent(
+    tmp_path: Path, servers: Callable[[str], Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ~/.netrc in the sidecar would otherwise hand its password to any repository an
+    Application names on that host (and re-add it after a redirect)."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine 127.0.0.1 login {CANARY_USER} password {CANARY_PASSWORD}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".netrc").write_text(netrc.read_text())
+    (tmp_path / ".netrc").chmod(0o600)
+    repo = servers("127.0.0.1")
+    repo.routes["/index.yaml"] = (200, {}, b"entries: {}\n")
+    http_get(repo.url + "/index.yaml", RepoCredentials(), Deadline.after(10), "fetching", 1 << 20)
+    assert repo.auth_headers() == [None]
