@@ -134,7 +134,7 @@ def render(app_dir: Path, ctx: RenderContext) -> RenderResult:
         return RenderResult(streams, kind, strict=False)
     if kind == detect.KUSTOMIZE and not templated and not kustomize.enable_helm(ctx.environ):
         with scratch_directory() as kustomize_scratch:
-            return _kustomize(app_dir, kustomize_scratch, ctx, read=repo_root)
+            return _kustomize(app_dir, kustomize_scratch, ctx, read=repo_root, root=repo_root)
     with scratch_directory() as scratch:
         started = time.monotonic()
         if kind == detect.KUSTOMIZE:
@@ -145,7 +145,7 @@ def render(app_dir: Path, ctx: RenderContext) -> RenderResult:
             copy_tree(repo_root, work_root, repo_root, ctx.limits_for_copy())
             work = work_root / os.path.relpath(app_dir, repo_root)
         else:
-            work = scratch / "app"
+            work = work_root = scratch / "app"
             copy_tree(app_dir, work, repo_root, ctx.limits_for_copy())
         timings = {"copy": time.monotonic() - started}
         merged_values: Path | None = None
@@ -156,7 +156,7 @@ def render(app_dir: Path, ctx: RenderContext) -> RenderResult:
             streams = plain.read_directory(work, max_bytes=ctx.max_input)
             return RenderResult(streams, kind, strict=False, timings=timings)
         if kind == detect.KUSTOMIZE:
-            return _kustomize(work, scratch, ctx, read=scratch)
+            return _kustomize(work, scratch, ctx, read=scratch, root=work_root)
         return _helm(
             app_dir=app_dir,
             work=work,
@@ -197,12 +197,17 @@ def _template_environ(ctx: RenderContext) -> dict[str, str]:
 # ---------------------------------------------------------------------------------- kustomize
 
 
-def _kustomize(app_dir: Path, scratch: Path, ctx: RenderContext, read: Path) -> RenderResult:
-    """`kustomize build`, confined to reading `read` (the repository or its copy).
+def _kustomize(
+    app_dir: Path, scratch: Path, ctx: RenderContext, read: Path, root: Path
+) -> RenderResult:
+    """`kustomize build`, confined to reading `read` (the repository or its copy), after
+    checking that no kustomization names a directory outside `root` (`kustomize.check_roots`).
 
     Network: TCP connect to the HTTP(S) ports (and the proxy's) only, for remote resources;
     unrestricted with `--enable-helm` (chart repositories listen on any port).
     """
+    ctx.deadline.check("checking the Kustomize tree")
+    kustomize.check_roots(app_dir, root)
     base = kustomize.kustomize_base_command(ctx.environ)
     with_helm = kustomize.enable_helm(ctx.environ)
     helm_bin = helm_binary(ctx.environ) if with_helm else ""
