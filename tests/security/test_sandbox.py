@@ -296,3 +296,40 @@ def _alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@needs_landlock
+def test_a_confined_kustomize_cannot_read_outside_even_without_its_load_restrictor(
+    tmp_path: Path, kustomize_bin: str
+) -> None:
+    """Kustomize's own load restrictor refuses `../outside.yaml`; turned off (as a bug in the
+    plugin or in Kustomize would), the sandbox still refuses it."""
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: stolen\ndata:\n  x: {CANARY}\n"
+    )
+    repo = tmp_path / "repo"
+    app = repo / "app"
+    app.mkdir(parents=True)
+    (app / "kustomization.yaml").write_text("resources:\n  - ../../outside.yaml\n")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    command = [kustomize_bin, "build", ".", "--load-restrictor", "LoadRestrictionsNone"]
+    env = {"HOME": str(scratch), "TMPDIR": str(scratch), "PATH": "/usr/bin:/bin"}
+    plain = run(command, stage="kustomize build", cwd=app, env=env, deadline=Deadline.after(60))
+    assert CANARY.encode() in plain.stdout  # unconfined and unrestricted, it reads the file
+    ctx = context(dict(os.environ))
+    confinement = ctx.confinement(
+        read=[repo], write=[scratch], programs=[kustomize_bin], connect_ports=[80, 443]
+    )
+    with pytest.raises(RenderError) as caught:
+        run(
+            command,
+            stage="kustomize build",
+            cwd=app,
+            env=env,
+            deadline=Deadline.after(60),
+            confinement=confinement,
+        )
+    assert "permission denied" in str(caught.value)
+    assert CANARY not in str(caught.value)
