@@ -4,9 +4,10 @@ PyYAML spends most of its dumping time building a node graph in Python. Manifest
 trees of ASCII text, integers, booleans and nulls, which can be written directly. `dump`
 returns None for anything outside that safe subset (floats, non-ASCII or control
 characters, non-string keys, shared objects), and the caller falls back to PyYAML.
-Every string is written so that a YAML 1.1 parser reads it back as the same string: plain
-when no implicit type (bool, null, number, timestamp…) could claim it, as a literal block
-when it spans lines, otherwise double-quoted.
+Every string is written so that Go's reader (go-yaml v2, as Argo CD uses it) and a YAML 1.1
+reader both read it back as the same string: plain when no implicit type (bool, null,
+number, timestamp…) could claim it in either, as a literal block when it spans lines and a
+block can hold it exactly, otherwise double-quoted.
 """
 
 from __future__ import annotations
@@ -18,15 +19,12 @@ from typing import Any
 
 import yaml
 
+from plugin.manifests import goresolve
+
 # A plain scalar may not start with an indicator or a space; tabs are left to quoting.
 _PLAIN = re.compile(r"[^-?:,\[\]{}#&*!|>'\"%@`\s\\][^\t]*")
 _PRINTABLE_LINE = re.compile(r"[\t\x20-\x7e]*")
 _RESOLVERS = yaml.SafeLoader.yaml_implicit_resolvers
-# Go's yaml.v2 (sigs.k8s.io/yaml, used by Argo CD and kubectl) also reads these as numbers or
-# booleans, where PyYAML would not: `1e3`, `.5`, `0o17`, `y`, `n`.
-_GO_IMPLICIT = re.compile(
-    r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?0[oO][0-7_]+|[yYnN]"
-)
 _MAX_KEY = 1000  # YAML limits implicit keys to 1024 characters
 
 
@@ -131,20 +129,25 @@ def _is_plain(text: str) -> bool:
         return False
     if text.endswith((" ", ":")) or ": " in text or " #" in text:
         return False
-    if _GO_IMPLICIT.fullmatch(text):
+    if goresolve.retyped(text):  # `y`, `0o17`, `1e3`, `08`…: not a string to Go
         return False
     # Not a bool, null, number, timestamp, `=` or `<<` to a YAML 1.1 reader:
     return not any(pattern.match(text) for _tag, pattern in _RESOLVERS.get(text[0], ()))
 
 
 def _literal(head: str, text: str, indent: int, lines: list[str]) -> None:
-    """A `|` block; refuses what a block cannot hold exactly (use double quotes then)."""
+    """A `|` block; refuses what a block cannot hold exactly (use double quotes then).
+
+    A block's indentation is taken from its first non-empty line, so a text whose first
+    non-empty line starts with a space or tab (even after blank lines) would lose that
+    indentation, or end the block early and turn later lines into comments.
+    """
     body = text.rstrip("\n")
     trailing = len(text) - len(body)
     parts = body.split("\n")
     if (
-        not body
-        or body[0] in " \t"
+        not body.lstrip("\n")
+        or body.lstrip("\n")[0] in " \t"
         or any(_PRINTABLE_LINE.fullmatch(part) is None for part in parts)
         or any(part != part.rstrip(" \t") for part in parts)
     ):

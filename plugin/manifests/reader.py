@@ -213,7 +213,9 @@ def _split_yaml(name: str, text: str) -> Iterator[RawDocument]:
         else:
             if _has_content(chunk):
                 index += 1
-                yield RawDocument(name, index, chunk_line, chunk, is_json=False)
+                # The line break before `---` ends the document's last line: a `|+` block
+                # there keeps it as part of its value.
+                yield RawDocument(name, index, chunk_line, chunk + "\n", is_json=False)
             if head.strip() and not head.lstrip().startswith("#"):
                 chunk, chunk_line = "   " + piece, separator_line  # `--- {a: 1}`
             else:

@@ -1,8 +1,9 @@
-"""YAML reading and writing with libyaml, typed like Kubernetes tooling expects.
+"""YAML reading and writing with libyaml, typed exactly as Go (Argo CD, Helm, AVP) types it.
 
-Loading keeps YAML 1.1 typing (as AVP's yaml.v2) except timestamps, which stay
-strings (PyYAML would turn `2024-01-01` into a date). Dumping keeps key order,
-writes multi-line strings as literal blocks and never emits Python tags.
+Loading types plain scalars with go-yaml v2's rules (`goresolve`): `y`/`n` are booleans,
+`0o17` and `1e3` numbers, `=` and timestamps text, and `<<` merges keys in Go's order.
+Dumping keeps key order, writes multi-line strings as literal blocks, never emits Python
+tags, and quotes every string that Go (or a YAML 1.1 reader) would read as something else.
 """
 
 from __future__ import annotations
@@ -12,24 +13,91 @@ from typing import Any
 
 import yaml
 
-from plugin.manifests import fastyaml
+from plugin.manifests import fastyaml, goresolve
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
+# PyYAML's own YAML 1.1 resolvers, still consulted when writing: a string that either
+# reader would retype is quoted.
+_YAML11_RESOLVERS = yaml.SafeLoader.yaml_implicit_resolvers
+
+
 class Loader(_BaseLoader):  # type: ignore[valid-type,misc]
-    """Safe loader (C-accelerated when available) without the timestamp resolver."""
+    """Safe loader (C-accelerated when available) that types scalars as go-yaml v2 does."""
+
+    yaml_implicit_resolvers: dict[Any, Any] = {}  # noqa: RUF012 - PyYAML's class attribute
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0]:
+            return goresolve.MERGE if value == "<<" else goresolve.resolve(value)[0]
+        return super().resolve(kind, value, implicit)
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Merge keys (`<<`) in go-yaml v2's order: a merge overrides the keys before it.
+
+        PyYAML lets a mapping's own keys win wherever they stand; Go applies the entries
+        in order (and, for a list of merged maps, the first map wins).
+        """
+        pairs: list[tuple[yaml.Node, yaml.Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != goresolve.MERGE:
+                pairs.append((key_node, value_node))
+                continue
+            if isinstance(value_node, yaml.MappingNode):
+                merged = [value_node]
+            elif isinstance(value_node, yaml.SequenceNode) and all(
+                isinstance(item, yaml.MappingNode) for item in value_node.value
+            ):
+                merged = list(reversed(value_node.value))
+            else:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    "map merge requires map or sequence of maps as the value",
+                    value_node.start_mark,
+                )
+            for source in merged:
+                self.flatten_mapping(source)
+                pairs.extend(source.value)
+        node.value = pairs
 
 
-Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
-}
+def _construct_go_scalar(loader: Loader, node: yaml.Node) -> Any:
+    """A bool, int, float, null or timestamp scalar, valued as Go values it."""
+    if not isinstance(node, yaml.ScalarNode):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"expected a scalar for {node.tag}", node.start_mark
+        )
+    try:
+        return goresolve.resolve_tagged(node.tag, node.value)
+    except ValueError as exc:
+        raise yaml.constructor.ConstructorError(None, None, str(exc), node.start_mark) from None
+
+
+for _tag in (goresolve.BOOL, goresolve.INT, goresolve.FLOAT, goresolve.NULL, goresolve.TIMESTAMP):
+    Loader.add_constructor(_tag, _construct_go_scalar)
+# `<<` anywhere but a key is the text `<<`.
+Loader.add_constructor(goresolve.MERGE, lambda loader, node: loader.construct_scalar(node))
 
 
 class Dumper(_BaseDumper):  # type: ignore[valid-type,misc]
-    """Safe dumper (C-accelerated when available) with literal blocks for multi-line text."""
+    """Safe dumper (C-accelerated when available) with literal blocks for multi-line text.
+
+    A string is written plain only when both go-yaml v2 and a YAML 1.1 reader would read it
+    back as that string; otherwise the emitter quotes it.
+    """
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0]:
+            if goresolve.retyped(value):
+                return goresolve.MERGE if value == "<<" else goresolve.resolve(value)[0]
+            for tag, pattern in _YAML11_RESOLVERS.get(value[:1], ()):
+                if pattern.match(value):
+                    return tag
+            return goresolve.STR
+        return super().resolve(kind, value, implicit)
 
 
 def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:

@@ -133,3 +133,29 @@ def test_deep_block_nesting_is_a_clean_error() -> None:
     [raw] = split("\n".join(lines) + "\n" + "  " * 1500 + "v: <k>\n")
     with pytest.raises(InputError, match="nesting depth"):
         reader.parse(raw)
+
+
+def test_keep_chomped_block_ending_a_copied_document_keeps_its_blank_line() -> None:
+    text = "kind: A\ndata:\n  k: |+\n    x\n\n---\nkind: B\n"
+
+    def no_backend() -> FileBackend:
+        raise AssertionError("no read is needed")
+
+    out = generate([InputStream("s", text)], EngineOptions(), no_backend)
+    assert out == text
+    assert reader.parse(split(out)[0])["data"]["k"] == "x\n\n"
+
+
+def test_a_value_is_typed_the_same_whether_or_not_the_document_is_rewritten() -> None:
+    copied = "kind: A\nv: [y, 0o17, 1e3, =]\n"
+    rewritten = "kind: A\nv: [y, 0o17, 1e3, =]\nw: <path:kv/data/x#k>\n"
+    [plain] = split(copied)
+    [with_placeholder] = split(rewritten)
+    assert (
+        reader.parse(plain)["v"] == reader.parse(with_placeholder)["v"] == [True, 15, 1000.0, "="]
+    )
+
+
+def test_bare_equals_sign_parses() -> None:
+    [doc] = split("kind: CustomResourceDefinition\nenum: [=, '!=', =~]\nx: <k>\n")
+    assert reader.parse(doc)["enum"] == ["=", "!=", "=~"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
@@ -49,3 +50,42 @@ def test_long_lines_are_not_folded() -> None:
 
 def test_timestamps_stay_text() -> None:
     assert load_one("since: 2024-01-01\nyes: on\n") == {"since": "2024-01-01", True: True}
+
+
+def test_scalars_are_typed_as_go_reads_them() -> None:
+    text = "a: y\nb: N\nc: 0o17\nd: 1e3\ne: [Equal, =, NotEqual]\nf: <<\ng: 08\nh: !!float 2\n"
+    assert load_one(text) == {
+        "a": True,
+        "b": False,
+        "c": 15,
+        "d": 1000.0,
+        "e": ["Equal", "=", "NotEqual"],  # prometheus-operator CRDs
+        "f": "<<",
+        "g": 8.0,
+        "h": 2.0,
+    }
+
+
+def test_merge_keys_apply_in_go_order() -> None:
+    text = "base: &b {x: 1, z: 1}\nm:\n  x: 0\n  <<: *b\n  z: 2\nl:\n  <<: [{k: 1}, {k: 2, j: 3}]\n"
+    loaded = load_one(text)
+    assert loaded["m"] == {"x": 1, "z": 2}  # the merge overrides `x` before it, not `z` after
+    assert loaded["l"] == {"k": 1, "j": 3}  # the first merged map wins
+
+
+@pytest.mark.parametrize("text", ["y", "n", "Y", "N", "1e3", "1e+21", "0o17", "08", "<<", "="])
+@pytest.mark.parametrize("company", [{}, {"u": "é"}, {"f": 1.5}])
+def test_go_retyped_strings_are_quoted_in_every_writer(text: str, company: dict[str, Any]) -> None:
+    document = {"v": text, **company}
+    written = dump(document)
+    assert not written.startswith(f"v: {text}\n")
+    assert load_one(written) == document
+
+
+@pytest.mark.parametrize("value", ["\n  x\n#c\n", "\n\n  x", "\n\tx\ny", "\n  é\n#c"])
+@pytest.mark.parametrize("company", [{}, {"f": 1.5}])
+def test_text_indented_after_blank_lines_keeps_its_indentation(
+    value: str, company: dict[str, Any]
+) -> None:
+    document = {"v": value, **company}
+    assert load_one(dump(document)) == document
