@@ -89,6 +89,8 @@ def _check_entry(path: Path, name: str, entry: Any) -> None:
         return
     if not isinstance(entry, Mapping):
         raise ConfigError(f"secrets file {path}: entry {name!r} must be a mapping of key -> value")
+    for key in entry:
+        _check_key(path, name, key)
     if VERSIONS_KEY in entry:
         history = entry[VERSIONS_KEY]
         if set(entry) != {VERSIONS_KEY}:
@@ -99,3 +101,13 @@ def _check_entry(path: Path, name: str, entry: Any) -> None:
             raise ConfigError(
                 f"secrets file {path}: every {VERSIONS_KEY} item of {name!r} must be a mapping"
             )
+
+
+def _check_key(path: Path, name: str, key: Any) -> None:
+    """Keys are read as Go reads YAML: an unquoted `n`, `y`, `on` or `1e3` is not text."""
+    if isinstance(key, bool | float) or key is None:
+        shown = "null" if key is None else str(key).lower()
+        raise ConfigError(
+            f"secrets file {path}: entry {name!r} has a key that YAML reads as {shown}, not as "
+            "text; put the key in quotes"
+        )

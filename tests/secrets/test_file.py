@@ -19,8 +19,16 @@ def backend(tmp_path: Path, text: str) -> FileBackend:
 
 
 def test_reads_keep_types(tmp_path: Path) -> None:
-    store = backend(tmp_path, "a/b:\n  s: x\n  n: 80\n  f: '1.0'\n  m: {k: [1]}\n")
+    store = backend(tmp_path, "a/b:\n  s: x\n  'n': 80\n  f: '1.0'\n  m: {k: [1]}\n")
     assert store.read(SecretRef("a/b")) == {"s": "x", "n": 80, "f": "1.0", "m": {"k": [1]}}
+
+
+@pytest.mark.parametrize(("key", "shown"), [("n", "false"), ("on", "true"), ("1e3", "1000.0")])
+def test_keys_that_go_reads_as_other_types_are_refused(
+    tmp_path: Path, key: str, shown: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"has a key that YAML reads as {shown}"):
+        backend(tmp_path, f"a/b:\n  {key}: x\n")
 
 
 def test_versions(tmp_path: Path) -> None:
