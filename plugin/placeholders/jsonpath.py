@@ -161,7 +161,7 @@ class _NoValue:
     """Go's invalid ``reflect.Value``: what client-go holds when the data root is nil.
 
     It differs from a nil found *inside* the data: it prints as ``<no value>`` rather than
-    ``<nil>``.
+    ``null``.
     """
 
     __slots__ = ()
@@ -952,8 +952,8 @@ def _text(value: object) -> str:
     """client-go's ``PrintResults`` for one value: containers as JSON, the rest via fmt."""
     if value is _NO_VALUE:
         return "<no value>"
-    if value is None:
-        return "<nil>"
+    if value is None:  # evalToText prints a nil interface as `null`
+        return "null"
     if isinstance(value, dict | list | tuple | bytes | bytearray):
         return _to_json(value)
     if isinstance(value, bool):

@@ -14,6 +14,8 @@ import binascii
 import hashlib
 import json
 import math
+import re
+import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -69,6 +71,26 @@ def go_std_b64decode(text: str) -> bytes | None:
         return None
 
 
+def go_bytes(text: str) -> bytes:
+    """The bytes of a Go string: text from `base64decode` may hold any bytes.
+
+    A Go string is a byte string, so AVP's `base64decode` output survives `base64encode` and
+    `sha256sum` even when it is not UTF-8. Here such text carries each undecodable byte as a
+    lone surrogate (Python's `surrogateescape`), which this turns back into the same bytes.
+    """
+    return text.encode("utf-8", "surrogateescape")
+
+
+def go_text(text: str) -> str:
+    """Text as Go's JSON/YAML output writes a Go string: each invalid byte becomes U+FFFD."""
+    if text.isascii():
+        return text
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _lenient_b64decode(text: str) -> str:
     """AVP's base64decode ignores decode errors and keeps what decoded before the fault."""
     cleaned = text.replace("\r", "").replace("\n", "")
@@ -81,12 +103,12 @@ def _lenient_b64decode(text: str) -> str:
             if candidate is not None:
                 decoded = candidate
                 break
-    return decoded.decode("utf-8", errors="replace")
+    return decoded.decode("utf-8", "surrogateescape")
 
 
 def base64encode(args: tuple[str, ...], value: Any) -> str:
     _require_no_args(args)
-    return base64.b64encode(_require_string(value).encode()).decode("ascii")
+    return base64.b64encode(go_bytes(_require_string(value))).decode("ascii")
 
 
 def base64decode(args: tuple[str, ...], value: Any) -> str:
@@ -104,7 +126,8 @@ def json_path(args: tuple[str, ...], value: Any) -> str:
     data = value
     if isinstance(value, str):
         try:
-            data = json.loads(value)
+            # Go's json.Unmarshal into interface{}: every number is a float64 (1e+06).
+            data = json.loads(value, parse_int=float)
         except json.JSONDecodeError as exc:
             raise ModifierError(f"value is not valid JSON: {exc.msg}") from None
     try:
@@ -122,6 +145,11 @@ def json_parse(args: tuple[str, ...], value: Any) -> Any:
 
 
 def yaml_parse(args: tuple[str, ...], value: Any) -> Any:
+    """AVP's `sigs.k8s.io/yaml.Unmarshal`: go-yaml v2 typing, then a trip through JSON.
+
+    So numbers come out as float64, map keys as text (`true`, `1`), and `.nan` or `.inf`
+    fail as they do in Go (JSON has no such numbers).
+    """
     _require_no_args(args)
     try:
         parsed = load_one(_require_string(value))
@@ -131,7 +159,83 @@ def yaml_parse(args: tuple[str, ...], value: Any) -> Any:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         raise ModifierError(f"value is not valid YAML{where}") from None
     check_expansion(parsed)
-    return parsed
+    return _as_json_value(parsed)
+
+
+def _as_json_value(data: Any) -> Any:
+    """sigs.k8s.io/yaml's YAML-to-JSON conversion followed by json.Unmarshal into any."""
+    converted: dict[int, Any] = {}
+
+    def convert(node: Any) -> Any:
+        if isinstance(node, dict | list):
+            if id(node) in converted:  # aliases: convert each shared node once
+                return converted[id(node)]
+            if isinstance(node, list):
+                out_list: list[Any] = []
+                converted[id(node)] = out_list
+                out_list.extend(convert(item) for item in node)
+                return out_list
+            out_map: dict[str, Any] = {}
+            converted[id(node)] = out_map
+            for key, item in node.items():
+                out_map[_json_key(key)] = convert(item)
+            return out_map
+        if isinstance(node, bool) or node is None or isinstance(node, str):
+            return node
+        if isinstance(node, int | float):
+            number = float(node)
+            if math.isnan(number) or math.isinf(number):
+                raise ModifierError(
+                    "error converting YAML to JSON: json: unsupported value: "
+                    + ("NaN" if math.isnan(number) else "+Inf" if number > 0 else "-Inf")
+                )
+            return number
+        return str(node)
+
+    return convert(data)
+
+
+def _json_key(key: Any) -> str:
+    """A map key as sigs.k8s.io/yaml writes it into JSON."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, int):
+        return str(key)
+    if isinstance(key, float):
+        return _float32_text(key)
+    raise ModifierError(f"error converting YAML to JSON: unsupported map key: {key!r}")
+
+
+def _float32_text(number: float) -> str:
+    """strconv.FormatFloat(f, 'g', -1, 32), with go-yaml's names for the special values."""
+    if math.isnan(number):
+        return ".nan"
+    if math.isinf(number):
+        return ".inf" if number > 0 else "-.inf"
+    single = struct.unpack("f", struct.pack("f", number))[0] if abs(number) < 3.5e38 else number
+    if math.isinf(single) or abs(number) >= 3.5e38:
+        return ".inf" if number > 0 else "-.inf"
+    for precision in range(1, 10):
+        text = f"{single:.{precision - 1}e}"
+        if struct.unpack("f", struct.pack("f", float(text)))[0] == single:
+            break
+    mantissa, exponent_text = text.split("e")
+    exponent = int(exponent_text)
+    digits = mantissa.replace(".", "").replace("-", "").rstrip("0") or "0"
+    sign = "-" if single < 0 or (single == 0 and math.copysign(1, single) < 0) else ""
+    if single == 0:
+        return sign + "0"
+    if exponent < -4 or exponent >= 6:  # strconv's 'g' with the shortest digits
+        body = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{body}e{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
+    point = exponent + 1
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return sign + digits + "0" * (point - len(digits))
+    return f"{sign}{digits[:point]}.{digits[point:]}"
 
 
 #: The most nodes a parsed value may have once YAML aliases are expanded.
@@ -216,7 +320,7 @@ def sha256sum(args: tuple[str, ...], value: Any) -> str:
     _require_no_args(args)
     if not isinstance(value, str):
         raise ModifierError(f"invalid datatype {go_type_name(value)}, expected string")
-    return hashlib.sha256(value.encode()).hexdigest()
+    return hashlib.sha256(go_bytes(value)).hexdigest()
 
 
 def default(args: tuple[str, ...], value: Any) -> Any:

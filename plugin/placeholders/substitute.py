@@ -300,7 +300,7 @@ class _Substitution:
             new_key = key
             if isinstance(key, str):
                 resolved, _ = self._text(key, (*path, key), typed=False)
-                new_key = resolved
+                new_key = modifiers.go_text(resolved)
             node[new_key] = value
 
     # -- one string
@@ -311,8 +311,10 @@ class _Substitution:
             decoded = _decode_template(value, self.notes.generic_enabled)
             if decoded is not None:
                 text, missing = self._text(decoded, path, typed=False)
-                return base64.b64encode(str(text).encode()).decode("ascii"), missing
-        return self._text(value, path, typed=self.kind != CONFIG_MAP)
+                # Bytes from `base64decode` go back into the Secret exactly, as in AVP.
+                return base64.b64encode(modifiers.go_bytes(str(text))).decode("ascii"), missing
+        new, missing = self._text(value, path, typed=self.kind != CONFIG_MAP)
+        return (modifiers.go_text(new) if isinstance(new, str) else new), missing
 
     def _text(self, value: str, path: tuple[str | int, ...], typed: bool) -> tuple[Any, bool]:
         matches = list(grammar.find(value, self.notes.generic_enabled))
@@ -360,6 +362,8 @@ class _Substitution:
         if embedded and isinstance(resolved, dict | list):
             return json.dumps(resolved, separators=(",", ":"), ensure_ascii=False)
         kind = "a map" if isinstance(resolved, dict) else "a list"
+        if not isinstance(resolved, dict | list):
+            kind = f"a value of type {type(resolved).__name__}"
         raise _SiteError(
             Status.MODIFIER_ERROR,
             f"resolves to {kind}, but this {self.kind or 'value'} field needs text "
@@ -392,11 +396,30 @@ class _Substitution:
                 value = modifiers.apply(statement.name, statement.args, value)
         except ModifierError as exc:
             raise _SiteError(Status.MODIFIER_ERROR, str(exc)) from None
+        if value is None:
+            value, status = self._null_result(found)
         if self.rules.redactor is not None and status is Status.OK:
             self.rules.redactor.add_secret(value)
         if self.kind == CONFIG_MAP and not isinstance(value, str):
             return self._as_text(value, embedded=False), status
         return value, status
+
+    @staticmethod
+    def _null_result(found: Placeholder) -> tuple[Any, Status]:
+        """The modifiers turned a present value into null (`jsonParse` of `null`, …).
+
+        AVP then leaves the placeholder text in the manifest without a word; here it is an
+        error, unless the placeholder has a `default`, whose text is used instead.
+        """
+        fallback = next((m for m in found.modifiers if m.name == modifiers.DEFAULT), None)
+        if fallback is None:
+            names = " | ".join(m.name for m in found.modifiers)
+            raise _SiteError(
+                Status.MODIFIER_ERROR,
+                f"the modifiers ({names}) turn the value into null; add `| default TEXT` "
+                "to use a text instead",
+            )
+        return fallback.raw_argument, Status.DEFAULTED
 
     def _lookup(self, found: Placeholder) -> tuple[Any, str]:
         """The raw value of a placeholder's key; None when missing and defaultable."""

@@ -658,8 +658,8 @@ def test_execution_errors(template: str, data: object, message: str) -> None:
         ("{.a range}{@}{end}", {"a": 1}, "1"),
         ("{range .a[*]}{@}{.x end}", {"a": [{"x": 1}]}, '{"x":1}'),
         # null handling
-        ("{.a}", {"a": None}, "<nil>"),
-        ("{.a[*]}", {"a": [None, 1]}, "<nil> 1"),
+        ("{.a}", {"a": None}, "null"),  # client-go v0.29 evalToText
+        ("{.a[*]}", {"a": [None, 1]}, "null 1"),
         ("{.a}", {"a": [None]}, "[null]"),
         ("{@}", None, "<no value>"),
         ("x{@}y", None, "x<no value>y"),
@@ -698,8 +698,8 @@ def test_empty_range_still_evaluates_its_body() -> None:
         ("{[?(@==true)]}", [True, False], "true"),
         ("{[?(@!=false)]}", [True, False], "true"),
         ("{[?(@.a==@.b)].id}", [{"a": 1, "b": 1, "id": "x"}, {"a": 1, "b": 2, "id": "y"}], "x"),
-        ("{[?(@.a)].a}", [{"a": 0}, {"b": 1}, {"a": None}], "0 <nil>"),
-        ("{[?(@)]}", [None, 0, ""], "<nil> 0 "),
+        ("{[?(@.a)].a}", [{"a": 0}, {"b": 1}, {"a": None}], "0 null"),
+        ("{[?(@)]}", [None, 0, ""], "null 0 "),
         ("{[?(@.t=='x')].n}", [], ""),
         # an index error inside an existence filter keeps the element (client-go returns its input)
         ("{[?(@.b[5])].n}", [{"b": [1], "n": "x"}, {"n": "y"}], "x"),
@@ -762,7 +762,7 @@ def test_filter_on_store_with_float_literal() -> None:
         (2**64, "18446744073709551616"),
         (True, "true"),
         (False, "false"),
-        (None, "<nil>"),
+        (None, "null"),
         ("text", "text"),
     ],
 )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import re
 from typing import Any
 
 import pytest
@@ -149,3 +152,42 @@ values = st.recursive(
 def test_modifiers_raise_only_project_errors(name: str, args: list[str], value: Any) -> None:
     with contextlib.suppress(ModifierError):
         modifiers.apply(name, tuple(args), value)
+
+
+def test_base64decode_keeps_bytes_that_are_not_utf8() -> None:
+    raw = b"\xff\xfe\x00binary\xe2\x82"
+    encoded = base64.b64encode(raw).decode()
+    decoded = apply("base64decode", encoded)
+    assert apply("base64encode", decoded) == encoded
+    assert apply("sha256sum", decoded) == hashlib.sha256(raw).hexdigest()
+    # Written out, each invalid byte becomes U+FFFD, as Go's encoders do.
+    assert modifiers.go_text(decoded) == "\ufffd\ufffd\x00binary\ufffd\ufffd"
+
+
+def test_json_path_prints_json_numbers_as_go_float64() -> None:
+    printed = apply("jsonPath", '{"a": 1000000, "b": 80, "c": 0.5}', "{.a} {.b} {.c}")
+    assert printed == "1e+06 80 0.5"
+
+
+def test_json_path_prints_null_as_null() -> None:
+    assert apply("jsonPath", '{"a": null, "l": [null, 1]}', "{.a} {.l[*]} {.l}") == (
+        "null null 1 [null,1]"
+    )
+
+
+def test_yaml_parse_types_like_go() -> None:
+    assert apply("yamlParse", "a: y\nb: n\nc: 0o17\nd: 5\n1.5: x\ntrue: t\nn: k") == {
+        "a": True,
+        "b": False,
+        "c": 15.0,
+        "d": 5.0,
+        "1.5": "x",
+        "true": "t",
+        "false": "k",
+    }
+
+
+@pytest.mark.parametrize(("text", "shown"), [(".nan", "NaN"), (".inf", "+Inf"), ("-.Inf", "-Inf")])
+def test_yaml_parse_of_nan_or_infinity_fails_as_in_avp(text: str, shown: str) -> None:
+    with pytest.raises(ModifierError, match=f"json: unsupported value: {re.escape(shown)}"):
+        apply("yamlParse", f"a: [{text}]")

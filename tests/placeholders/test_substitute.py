@@ -290,3 +290,39 @@ def test_alias_bomb_is_walked_once_per_shared_node() -> None:
     [doc] = render("kind: X\n" + "\n".join(levels) + "\n")
     assert doc["a"][0] == "alice"
     assert doc["i"][0][0][0][0][0][0][0][0][0] == "alice"
+
+
+SECRETS["kv/data/blobs"] = {
+    "binary": base64.b64encode(b"\xff\xfe-bytes").decode(),
+    "null-json": "null",
+}
+
+
+def test_non_utf8_bytes_survive_base64decode_and_base64encode() -> None:
+    [doc] = render(
+        "kind: Secret\ndata:\n  b: <path:kv/data/blobs#binary | base64decode | base64encode>\n"
+    )
+    assert doc["data"]["b"] == SECRETS["kv/data/blobs"]["binary"]
+
+
+def test_non_utf8_bytes_in_a_base64_secret_template_are_kept() -> None:
+    template = base64.b64encode(b"<path:kv/data/blobs#binary | base64decode>").decode()
+    [doc] = render(f"kind: Secret\ndata:\n  b: {template}\n")
+    assert base64.b64decode(doc["data"]["b"]) == b"\xff\xfe-bytes"
+
+
+def test_non_utf8_bytes_written_as_text_become_replacement_characters() -> None:
+    [doc] = render("kind: X\nv: <path:kv/data/blobs#binary | base64decode>\n")
+    assert doc["v"] == "\ufffd\ufffd-bytes"
+
+
+def test_a_modifier_chain_yielding_null_is_an_error_naming_the_placeholder() -> None:
+    error = failure("kind: X\nv: x-<path:kv/data/blobs#null-json | jsonParse>\n")
+    assert "<path:kv/data/blobs#null-json | jsonParse>" in str(error)
+    assert "turn the value into null" in str(error)
+    assert "list" not in str(error)
+
+
+def test_a_modifier_chain_yielding_null_takes_the_default() -> None:
+    [doc] = render("kind: X\nv: <path:kv/data/blobs#null-json | jsonParse | default none>\n")
+    assert doc["v"] == "none"
