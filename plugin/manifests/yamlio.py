@@ -8,6 +8,7 @@ tags, and quotes every string that Go (or a YAML 1.1 reader) would read as somet
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,6 +81,34 @@ for _tag in (goresolve.BOOL, goresolve.INT, goresolve.FLOAT, goresolve.NULL, gor
     Loader.add_constructor(_tag, _construct_go_scalar)
 # `<<` anywhere but a key is the text `<<`.
 Loader.add_constructor(goresolve.MERGE, lambda loader, node: loader.construct_scalar(node))
+
+
+def _construct_as_untagged(loader: Loader, node: yaml.Node) -> Any:
+    """Tags Go does not know (`!x`, `!!set`, `!!omap`) change nothing: Go reads the node as is.
+
+    A scalar is its text, a sequence a list, a mapping a map (PyYAML would refuse unknown
+    tags, or build Python sets and pair lists).
+    """
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_mapping(node, deep=True)
+
+
+def _construct_binary(loader: Loader, node: yaml.Node) -> Any:
+    """`!!binary`: Go decodes the base64 into a string; bytes that are not UTF-8 become U+FFFD."""
+    data = loader.construct_yaml_binary(node)
+    return _ESCAPED_BYTE.sub("\ufffd", data.decode("utf-8", "surrogateescape"))
+
+
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+Loader.add_constructor(None, _construct_as_untagged)
+for _tag in ("tag:yaml.org,2002:set", "tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs"):
+    Loader.add_constructor(_tag, _construct_as_untagged)
+Loader.add_constructor(goresolve.BINARY, _construct_binary)
 
 
 class Dumper(_BaseDumper):  # type: ignore[valid-type,misc]

@@ -89,3 +89,15 @@ def test_text_indented_after_blank_lines_keeps_its_indentation(
 ) -> None:
     document = {"v": value, **company}
     assert load_one(dump(document)) == document
+
+
+def test_tags_go_does_not_know_leave_the_node_as_it_is() -> None:
+    text = "a: !x\nb: !x [1, y]\nc: !x {k: 1}\nd: !!set {a}\ne: !!omap [{a: 1}]\nf: !!binary /2hp\n"
+    assert load_one(text) == {
+        "a": "",
+        "b": [1, True],
+        "c": {"k": 1},
+        "d": {"a": None},
+        "e": [{"a": 1}],
+        "f": "\ufffdhi",
+    }
