@@ -85,6 +85,18 @@ CREDENTIAL_SETTINGS = (
 )
 
 
+#: `plugin --help`: the settings a first run needs, and where the others are.
+MAIN_SETTINGS_HELP = """main settings (environment variables; in an Application, ARGOCD_ENV_<NAME>):
+  AVP_TYPE           secret backend: vault or file
+  AVP_FILE_PATH      YAML file of secrets for AVP_TYPE=file (demos, tests)
+  VAULT_ADDR         Vault or OpenBao address; AVP_AUTH_TYPE picks the login method
+  VALUES_FILES       Helm values files; CONTEXT_FILES: Jinja2 context files
+  RESOLVE_VALUES     resolve placeholders in Helm values before rendering
+  PLUGIN_TIMEOUT     render deadline in seconds
+every setting, Argo CD variable and parameter: docs/configuration.md
+to see more of a failing run: add --verbose (logs each step, never a secret value)"""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so main() owns the exit code."""
 
@@ -96,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="plugin",
         description="Render Argo CD application sources and replace <placeholders> with secrets.",
+        epilog=MAIN_SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.add_parser("version", help="print the version")
     for name, summary in (
@@ -201,6 +216,9 @@ def _main(argv: Sequence[str] | None, redactor: Redactor) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(args_list)
+        if args.version:
+            print(f"plugin {__version__}")
+            return 0
         if args.command is None:
             build_parser().print_help(sys.stdout)
             return 0

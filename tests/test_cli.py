@@ -32,6 +32,20 @@ def test_version() -> None:
     assert run.stdout.strip() == f"plugin {__version__}"
 
 
+def test_version_flag() -> None:
+    run = run_plugin(["--version"], clean_environment({}))
+    assert run.code == 0
+    assert run.stdout.strip() == f"plugin {__version__}"
+
+
+def test_help_names_the_main_settings_and_the_reference() -> None:
+    run = run_plugin(["--help"], clean_environment({}))
+    assert run.code == 0
+    for name in ("AVP_TYPE", "AVP_FILE_PATH", "VAULT_ADDR", "RESOLVE_VALUES", "--verbose"):
+        assert name in run.stdout
+    assert "docs/configuration.md" in run.stdout
+
+
 def test_usage_error_exit_2() -> None:
     run = run_plugin(["generate", "--nope"], clean_environment({}))
     assert run.code == 2
