@@ -82,6 +82,15 @@ _STDERR_MAX_CHARS = 1500
 _VALUES_DUMP_MARKERS = ("USER-SUPPLIED VALUES:", "COMPUTED VALUES:", "HOOKS:", "MANIFEST:")
 
 
+#: Helm's advice to rerun with `--debug`, which a plugin user cannot pass (and which would dump
+#: values): replaced by the plugin's own way to see more.
+_HELM_DEBUG_HINT = re.compile(r"Use --debug flag to render out invalid YAML")
+_OWN_HINT = (
+    "(Helm's --debug is not available here: run `plugin generate --verbose` for each step, or "
+    "`helm template --debug` on a local copy of the chart to see the invalid YAML)"
+)
+
+
 class StageTimeoutError(RenderError):
     """The render-wide deadline passed while a stage was running."""
 
@@ -135,7 +144,7 @@ def clean_stderr(raw: bytes, redactor: Redactor | None = None) -> str:
             kept.append("(values output withheld)")
             break
         if line.strip():
-            kept.append(line.rstrip())
+            kept.append(_HELM_DEBUG_HINT.sub(_OWN_HINT, line.rstrip()))
     if redactor is not None:
         kept = [redactor.clean(line) for line in kept]
     if len(kept) > _STDERR_MAX_LINES:

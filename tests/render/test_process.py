@@ -202,3 +202,11 @@ def test_relative_kustomize_bin_becomes_absolute(
     kustomize.chmod(0o755)
     monkeypatch.chdir(tmp_path)
     assert kustomize_base_command({"KUSTOMIZE_BIN": "bin/kustomize"}) == [str(kustomize), "build"]
+
+
+def test_helms_debug_hint_is_replaced_by_the_plugins_own() -> None:
+    raw = b"Error: YAML parse error on c/templates/x.yaml: bad\nUse --debug flag to render out invalid YAML\n"
+    text = clean_stderr(raw)
+    assert "Use --debug" not in text
+    assert "plugin generate --verbose" in text
+    assert "YAML parse error on c/templates/x.yaml" in text
