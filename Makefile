@@ -35,10 +35,11 @@ help:
 
 venv: $(VENV_STAMP)
 
+# Quiet recipes (`@`, progress on stderr): `make demo > out.yaml` must hold only YAML.
 $(VENV_STAMP): pyproject.toml
-	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $@
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV) >&2
+	@$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' >&2
+	@touch $@
 
 tools: venv
 	$(VPY) scripts/install-tools
@@ -54,8 +55,10 @@ test: venv tools lint
 test-unit: venv
 	$(VPY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
-demo: venv tools
-	PATH="$(TOOLS_BIN):$$PATH" AVP_TYPE=file AVP_FILE_PATH=examples/secrets.yaml \
+# The demo needs only Helm 3 (about 25 s to fetch on a fresh machine), not the Go-built tools.
+demo: venv
+	@$(VPY) scripts/install-tools helm3 >&2
+	@PATH="$(TOOLS_BIN):$$PATH" AVP_TYPE=file AVP_FILE_PATH=examples/secrets.yaml \
 	ARGOCD_APP_NAME=vanilla-dso-registry ARGOCD_APP_NAMESPACE=dso-registry \
 	ARGOCD_APP_SOURCE_PATH=examples/apps/registry \
 	ARGOCD_ENV_CONTEXT_FILES=/examples/clusters/vanilla.yaml \
