@@ -142,3 +142,37 @@ def test_invalid_utf8_on_stdin_is_a_clean_error(env: dict[str, str]) -> None:
     assert run.code == 1
     assert run.stdout == ""
     assert "<stdin> is not valid UTF-8 (byte 20)" in run.stderr
+
+
+def test_outside_a_git_checkout_errors_name_the_assumed_repository_root(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    repo = tmp_path / "repo"
+    (repo / "clusters").mkdir(parents=True)
+    (repo / "clusters" / "dev.yaml").write_text("name: dev\n")
+    app = repo / "apps" / "web"
+    app.mkdir(parents=True)
+    (app / "cm.yaml.j2").write_text("kind: ConfigMap\nmetadata:\n  name: {{ name }}\n")
+    env = {**env, "ARGOCD_ENV_CONTEXT_FILES": "/clusters/dev.yaml"}
+    run = run_plugin(["generate", str(app)], env)
+    assert run.code == 1
+    assert f"repository root assumed: {app}" in run.stderr
+    assert "ARGOCD_APP_SOURCE_PATH" in run.stderr
+    env["ARGOCD_APP_SOURCE_PATH"] = "apps/web"
+    fixed = run_plugin(["generate", str(app)], env)
+    assert fixed.code == 0, fixed.stderr
+    assert "name: dev" in fixed.stdout
+
+
+def test_a_plain_directory_with_chart_templates_says_so(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    app = tmp_path / "app"
+    (app / "templates").mkdir(parents=True)
+    (app / "templates" / "cm.yaml").write_text(
+        "kind: ConfigMap\nmetadata:\n  name: x\ndata:\n  v: '{{ .Values.v }}'\n"
+    )
+    run = run_plugin(["generate", str(app)], env)
+    assert "read as a plain directory" in run.stderr
+    assert "templates/cm.yaml holds Helm template syntax" in run.stderr
+    assert "Chart.yaml" in run.stderr

@@ -254,6 +254,29 @@ def find_repo_root(app_dir: Path, source_path: str = "") -> Path:
     return app_dir
 
 
+def repo_root_note(app_dir: Path, source_path: str, root: Path) -> str:
+    """How `find_repo_root` chose `root` when it had to guess; "" when it did not guess.
+
+    Outside Argo CD and outside a Git checkout the application directory itself is taken as
+    the repository root, so `/clusters/x.yaml` and `../values.yaml` are looked for there.
+    """
+    app_dir = Path(os.path.abspath(app_dir))
+    if (root / ".git").exists():
+        return ""
+    parts = [p for p in Path(source_path.strip().strip("/")).parts if p not in ("", ".")]
+    if parts and root != app_dir:
+        return ""
+    why = (
+        f"ARGOCD_APP_SOURCE_PATH ({source_path}) does not end with the directory's path"
+        if parts
+        else "ARGOCD_APP_SOURCE_PATH is not set and the directory is not in a Git checkout"
+    )
+    return (
+        f"(repository root assumed: {root}, because {why}; set ARGOCD_APP_SOURCE_PATH to the "
+        "application's path inside the repository, or run inside a Git checkout)"
+    )
+
+
 def within(path: Path, root: Path) -> bool:
     try:
         Path(os.path.realpath(path)).relative_to(os.path.realpath(root))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from plugin.argocd.request import AppRequest
-from plugin.errors import RenderError
+from plugin.errors import ConfigError, RenderError
 from plugin.manifests.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_SETTING, InputStream, format_size
 from plugin.manifests.yamlio import dump, load_one
 from plugin.render import dependencies, detect, helm, kustomize, plain
@@ -125,11 +126,27 @@ def render(app_dir: Path, ctx: RenderContext) -> RenderResult:
     app_dir = Path(os.path.abspath(app_dir))
     if not app_dir.is_dir():
         raise RenderError(f"application directory {app_dir} does not exist")
+    repo_root = helm.find_repo_root(app_dir, ctx.request.source_path)
+    note = helm.repo_root_note(app_dir, ctx.request.source_path, repo_root)
+    try:
+        return _render(app_dir, repo_root, ctx)
+    except (ConfigError, RenderError) as exc:
+        # A file "missing" or "outside the repository" may only be so because the repository
+        # root was guessed: say which root was assumed and how to set it.
+        if note and any(word in str(exc) for word in _ROOT_DEPENDENT):
+            raise type(exc)(f"{exc}\n{note}") from None
+        raise
+
+
+_ROOT_DEPENDENT = ("does not exist", "outside the repository", "matches no file")
+
+
+def _render(app_dir: Path, repo_root: Path, ctx: RenderContext) -> RenderResult:
     request = ctx.request
-    repo_root = helm.find_repo_root(app_dir, request.source_path)
     templated = detect.has_templates(app_dir)
     kind = detect.detect(app_dir, request.source_type)
     if kind == detect.DIRECTORY and not templated:
+        _warn_chart_templates(app_dir)
         streams = plain.read_directory(app_dir, confine=repo_root, max_bytes=ctx.max_input)
         return RenderResult(streams, kind, strict=False)
     if kind == detect.KUSTOMIZE and not templated and not kustomize.enable_helm(ctx.environ):
@@ -153,6 +170,7 @@ def render(app_dir: Path, ctx: RenderContext) -> RenderResult:
             merged_values = _templating(app_dir, work, repo_root, ctx)
             kind = detect.detect(work, request.source_type)
         if kind == detect.DIRECTORY:
+            _warn_chart_templates(work)
             streams = plain.read_directory(work, max_bytes=ctx.max_input)
             return RenderResult(streams, kind, strict=False, timings=timings)
         if kind == detect.KUSTOMIZE:
@@ -166,6 +184,34 @@ def render(app_dir: Path, ctx: RenderContext) -> RenderResult:
             ctx=ctx,
             timings=timings,
         )
+
+
+_HELM_SYNTAX = re.compile(r"\{\{-?\s*(?:\.Values|\.Release|\.Chart|include|template|toYaml)\b")
+
+
+def _warn_chart_templates(directory: Path) -> None:
+    """Say so when a directory read as plain manifests holds Helm templates.
+
+    Without Chart.yaml (or with SOURCE_TYPE=directory) `templates/*.yaml` are not rendered:
+    they fail to parse or, worse, pass through with `{{ … }}` in them.
+    """
+    templates = directory / "templates"
+    if not templates.is_dir():
+        return
+    for path in sorted(templates.rglob("*")):
+        if path.suffix in (".yaml", ".yml", ".tpl") and path.is_file() and not path.is_symlink():
+            try:
+                head = path.read_text(encoding="utf-8", errors="replace")[:65536]
+            except OSError:
+                continue
+            if _HELM_SYNTAX.search(head):
+                log.warning(
+                    "the application is read as a plain directory of manifests (no Chart.yaml "
+                    "or kustomization.yaml, or SOURCE_TYPE=directory), but %s holds Helm "
+                    "template syntax; add a Chart.yaml (or Chart.yaml.j2) to render it with Helm",
+                    path.relative_to(directory),
+                )
+                return
 
 
 def _templating(app_dir: Path, work: Path, repo_root: Path, ctx: RenderContext) -> Path | None:
