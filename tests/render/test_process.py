@@ -205,7 +205,10 @@ def test_relative_kustomize_bin_becomes_absolute(
 
 
 def test_helms_debug_hint_is_replaced_by_the_plugins_own() -> None:
-    raw = b"Error: YAML parse error on c/templates/x.yaml: bad\nUse --debug flag to render out invalid YAML\n"
+    raw = (
+        b"Error: YAML parse error on c/templates/x.yaml: bad\n"
+        b"Use --debug flag to render out invalid YAML\n"
+    )
     text = clean_stderr(raw)
     assert "Use --debug" not in text
     assert "plugin generate --verbose" in text
