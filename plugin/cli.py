@@ -54,7 +54,7 @@ from plugin.placeholders.engine import (
     load,
     resolve,
 )
-from plugin.placeholders.substitute import Rules, Site
+from plugin.placeholders.substitute import Rules, Site, Status
 from plugin.render import detect
 from plugin.render.copying import (
     DEFAULT_MAX_COPY_FILES,
@@ -312,6 +312,7 @@ def _run(
         make=_backend_factory(args, settings),
         out=out,
         started=started,
+        strict=settings.get_bool("PLUGIN_STRICT", False),
     )
 
 
@@ -395,6 +396,7 @@ def _finish(
     out: TextIO,
     started: float,
     require_manifests: bool = False,
+    strict: bool = False,
 ) -> int:
     documents = load(streams, options.skip_non_manifests)
     if require_manifests and not documents:
@@ -416,6 +418,14 @@ def _finish(
         return 1 if outcome.failures else 0
     if outcome.failures:
         raise ResolutionError(outcome.failures)
+    unterminated = [site for site in outcome.sites if site.status is Status.UNTERMINATED]
+    if unterminated and strict:
+        raise InputError(
+            "unterminated placeholders (PLUGIN_STRICT=true):\n"
+            + "\n".join(f"  {site.message()}" for site in unterminated)
+        )
+    for site in unterminated:
+        log.warning("%s", site.message())
     text = emit(outcome)
     out.write(text)
     out.flush()
@@ -476,6 +486,7 @@ def _run_directory(
             out=out,
             started=started,
             require_manifests=not (args.allow_empty or request.allow_empty),
+            strict=settings.get_bool("PLUGIN_STRICT", False),
         )
     finally:
         if reads is not None:
@@ -583,7 +594,10 @@ def _print_check(outcome: Outcome, output: str, out: TextIO, sandbox_state: str 
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
         out.write("  ".join([*cells, row[-1]]).rstrip() + "\n")
     total, failed = len(outcome.sites), len(outcome.failures)
-    out.write(f"\n{total} placeholders, {total - failed} ok, {failed} failed\n")
+    open_ended = sum(site.status is Status.UNTERMINATED for site in outcome.sites)
+    total -= open_ended
+    tail = f", {open_ended} unterminated (left as text)" if open_ended else ""
+    out.write(f"\n{total} placeholders, {total - failed} ok, {failed} failed{tail}\n")
     if sandbox_state:
         out.write(f"renderer sandbox: {sandbox_state}\n")
 

@@ -176,3 +176,55 @@ def test_a_plain_directory_with_chart_templates_says_so(
     assert "read as a plain directory" in run.stderr
     assert "templates/cm.yaml holds Helm template syntax" in run.stderr
     assert "Chart.yaml" in run.stderr
+
+
+UNTERMINATED = (
+    "kind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: x-<path:app#user\n  b: <path:app#user>\n"
+)
+
+
+def test_an_unterminated_placeholder_warns_and_is_left_as_text(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    path = write(tmp_path, "cm.yaml", UNTERMINATED)
+    run = run_plugin(["generate", str(path)], env)
+    assert run.code == 0, run.stderr
+    assert "data.a: <path:app#user: unterminated placeholder" in run.stderr
+    assert "a: x-<path:app#user" in run.stdout
+
+
+def test_an_unterminated_placeholder_fails_with_plugin_strict(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    path = write(tmp_path, "cm.yaml", UNTERMINATED)
+    run = run_plugin(["generate", str(path)], {**env, "PLUGIN_STRICT": "true"})
+    assert run.code == 1
+    assert run.stdout == ""
+    assert "PLUGIN_STRICT=true" in run.stderr
+    assert "data.a" in run.stderr
+
+
+def test_check_reports_an_unterminated_placeholder(tmp_path: Path, env: dict[str, str]) -> None:
+    path = write(tmp_path, "cm.yaml", UNTERMINATED)
+    run = run_plugin(["check", str(path)], env)
+    assert run.code == 0
+    assert "unterminated placeholder" in run.stdout
+    assert "1 unterminated" in run.stdout
+
+
+def test_remove_missing_logs_each_removed_key_in_verbose(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    path = write(
+        tmp_path,
+        "s.yaml",
+        "kind: Secret\nmetadata:\n  name: s\n  annotations:\n"
+        "    avp.kubernetes.io/remove-missing: 'true'\n"
+        "stringData:\n  gone: <path:app#nope>\n  kept: <path:app#user>\n",
+    )
+    run = run_plugin(["generate", "--verbose", str(path)], env)
+    assert run.code == 0, run.stderr
+    assert "stringData.gone removed: <path:app#nope> has no value" in run.stderr
+    assert "avp.kubernetes.io/remove-missing" in run.stderr
+    assert CANARY not in run.stderr
+    assert "gone" not in run.stdout

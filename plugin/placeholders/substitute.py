@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from plugin.placeholders import grammar, modifiers
 from plugin.placeholders.grammar import Placeholder
 from plugin.secrets.base import SecretData, SecretRef
 from plugin.security.redact import Redactor
+
+log = logging.getLogger(__name__)
 
 FetchResults = Mapping[SecretRef, SecretData | BackendError]
 
@@ -42,10 +45,12 @@ class Status(StrEnum):
     INVALID = "invalid placeholder"
     DENIED = "path not allowed"
     BACKEND_ERROR = "backend error"
+    #: `<path:` with no closing `>`: left as text (a warning; an error with PLUGIN_STRICT).
+    UNTERMINATED = "unterminated placeholder"
 
     @property
     def failed(self) -> bool:
-        return self not in (Status.OK, Status.DEFAULTED, Status.REMOVED)
+        return self not in (Status.OK, Status.DEFAULTED, Status.REMOVED, Status.UNTERMINATED)
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,8 @@ def _segment(part: str | int) -> str:
 
 
 _SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_OPENING = "<path:"
+_FRAGMENT = 60  # characters of an unterminated placeholder shown in messages
 
 
 def path_refusal(rules: Rules, path: str) -> str | None:
@@ -246,7 +253,10 @@ class _Substitution:
         content = self.job.document.content
         if content is not None and not self.job.skipped:
             self._walk_map(content, ())
-            self.job.changed = len(self.sites) > len(self.job.problems)
+            self.job.changed = any(
+                site.status is not Status.UNTERMINATED
+                for site in self.sites[len(self.job.problems) :]
+            )
         return self.sites
 
     def _walk_map(self, node: dict[Any, Any], path: tuple[str | int, ...]) -> None:
@@ -318,6 +328,8 @@ class _Substitution:
 
     def _text(self, value: str, path: tuple[str | int, ...], typed: bool) -> tuple[Any, bool]:
         matches = list(grammar.find(value, self.notes.generic_enabled))
+        if _OPENING in value:
+            self._unterminated(value, matches, path)
         if not matches:
             return value, False
         where = field_path(path)
@@ -342,6 +354,13 @@ class _Substitution:
                 missing = missing or status is Status.MISSING_KEY
                 if status is Status.MISSING_KEY and self.notes.remove_missing:
                     status = Status.REMOVED
+                    log.debug(
+                        "%s: %s removed: %s has no value (%s)",
+                        self.where(),
+                        where,
+                        match.text,
+                        ann.REMOVE_MISSING,
+                    )
                 self.sites.append(Site(self.where(), where, match.text, status, failure.detail))
                 pieces.append(match.text)
                 continue
@@ -369,6 +388,29 @@ class _Substitution:
             f"resolves to {kind}, but this {self.kind or 'value'} field needs text "
             "(select one field with jsonPath)",
         )
+
+    def _unterminated(
+        self, value: str, matches: list[grammar.Match], path: tuple[str | int, ...]
+    ) -> None:
+        """Report each `<path:` that starts no placeholder: its `>` is missing (AVP is silent)."""
+        start = value.find(_OPENING)
+        while start != -1:
+            if not any(match.start <= start < match.end for match in matches):
+                line_end = value.find("\n", start)
+                fragment = value[start : line_end if line_end != -1 else len(value)]
+                if len(fragment) > _FRAGMENT:
+                    fragment = fragment[:_FRAGMENT] + "…"
+                self.sites.append(
+                    Site(
+                        self.where(),
+                        field_path(path),
+                        fragment,
+                        Status.UNTERMINATED,
+                        "no closing '>', so it is left as text; close it, or set "
+                        "PLUGIN_STRICT=true to make this an error",
+                    )
+                )
+            start = value.find(_OPENING, start + 1)
 
     # -- one placeholder
 
