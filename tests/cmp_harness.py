@@ -221,7 +221,6 @@ class Zygote:
 
     def served(self) -> int | None:
         """Connections the zygote has taken before this one (None: it does not answer)."""
-        self.status_calls += 1
         status = subprocess.run(
             [str(VENV_BIN / "plugin"), "serve", "--status"],
             env=self.env,
@@ -230,7 +229,8 @@ class Zygote:
             check=False,
         )
         if status.returncode != 0:
-            return None
+            return None  # no connection was made: nothing to count
+        self.status_calls += 1
         found = re.search(r"^served: (\d+)$", status.stdout, re.M)
         assert found, status.stdout
         return int(found.group(1))
