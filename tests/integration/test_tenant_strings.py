@@ -6,6 +6,10 @@ service-account token outside the repository); a release name is a template with
 when it goes through `--name-template`. The plugin hands Helm only copies under generated names
 and the release name as a checked positional NAME; these tests prove that on real Helm, and a
 property test tries many hostile names while recording the argv Helm receives.
+
+Every render here runs with the renderer sandbox off (`PLUGIN_SANDBOX=off`): Landlock would
+also stop Helm from reading the token, and these tests must prove the design on its own (the
+sandbox is a second, independent wall, tested in tests/security/test_sandbox.py).
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ def test_values_file_names_with_commas_cannot_make_helm_read_outside(
     hostile = f"x,{token}"
     plant(app, "x")
     plant(app, hostile)
-    plugin = Plugin(tmp_path / "home", helm=helm_bin)
+    plugin = Plugin(tmp_path / "home", helm=helm_bin, PLUGIN_SANDBOX="off")
     if how == "HELM_ARGS -f":
         run = plugin.generate(app, ARGOCD_ENV_HELM_ARGS=f"-f {shlex.quote(hostile)}")
     else:
@@ -102,7 +106,7 @@ def test_set_file_names_with_escaped_backslashes_cannot_make_helm_read_outside(
     hostile = f"y\\\\,leak={token}"
     plant(app, "y\\")
     plant(app, hostile)
-    plugin = Plugin(tmp_path / "home", helm=helm_bin)
+    plugin = Plugin(tmp_path / "home", helm=helm_bin, PLUGIN_SANDBOX="off")
     run = plugin.generate(app, ARGOCD_ENV_HELM_ARGS=f"--set-file {shlex.quote('k=' + hostile)}")
     assert_no_token(run.stdout, run.stderr)
     # The plugin reads the text as Helm does: two pairs, the second one (an absolute path,
@@ -118,7 +122,7 @@ def test_set_file_with_a_comma_in_its_name_is_read_as_one_file(
     hostile = f"z,{token}"
     plant(app, hostile, "the-file-content")
     plant(app, "z", "the-prefix-content")
-    plugin = Plugin(tmp_path / "home", helm=helm_bin)
+    plugin = Plugin(tmp_path / "home", helm=helm_bin, PLUGIN_SANDBOX="off")
     escaped = "k=" + hostile.replace(",", "\\,")
     run = plugin.generate(app, ARGOCD_ENV_HELM_ARGS=f"--set-file {shlex.quote(escaped)}")
     assert_no_token(run.stdout, run.stderr)
@@ -131,7 +135,7 @@ def test_release_name_is_never_a_template(tmp_path: Path, helm_bin: str, source:
     """`{{ env "HTTPS_PROXY" }}` would print the sidecar's proxy credentials."""
     app = chart_repo(tmp_path)
     proxy = f"http://user:{PROXY_CANARY}@127.0.0.1:9"
-    plugin = Plugin(tmp_path / "home", helm=helm_bin, HTTPS_PROXY=proxy)
+    plugin = Plugin(tmp_path / "home", helm=helm_bin, HTTPS_PROXY=proxy, PLUGIN_SANDBOX="off")
     name = '{{ env "HTTPS_PROXY" }}'
     if source == "RELEASE_NAME":
         run = plugin.generate(app, ARGOCD_ENV_RELEASE_NAME=name)
@@ -229,7 +233,7 @@ def test_helm_never_opens_a_path_chosen_by_a_file_name(
         except OSError:
             return  # a name the file system refuses (a path segment is already a file)
         wrapper, log = recording_helm(base, helm_bin)
-        plugin = Plugin(base / "home", helm=str(wrapper))
+        plugin = Plugin(base / "home", helm=str(wrapper), PLUGIN_SANDBOX="off")
         extra: dict[str, str] = {}
         if channel == "values-files parameter":
             extra["ARGOCD_APP_PARAMETERS"] = parameters({"name": "values-files", "array": [name]})
