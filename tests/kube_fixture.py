@@ -360,7 +360,9 @@ class KubeAPI:
             except RuntimeError as err:
                 stop_process(proc)
                 if attempt == 3:
-                    raise RuntimeError(f"{err}; log {log_path}:\n{log_tail(log_path)}") from None
+                    raise RuntimeError(
+                        f"{err}; end of {name}'s log:\n{log_tail(log_path)}"
+                    ) from None
         raise AssertionError("unreachable")
 
     def _start_etcd(self) -> None:
