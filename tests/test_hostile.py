@@ -173,11 +173,9 @@ def test_a_hundred_thousand_placeholders(tmp_path: Path, env: dict[str, str]) ->
     lines = "".join(f"  k{i}: <path:kv/data/app#password>\n" for i in range(100_000))
     source = tmp_path / "many.yaml"
     source.write_text(f"kind: Secret\nmetadata: {{name: s}}\nstringData:\n{lines}")
-    started = time.monotonic()
     run = run_plugin(["generate", str(source)], env)
     assert run.code == 0, run.stderr[-500:]
-    assert run.stdout.count(CANARY) == 100_000
-    assert time.monotonic() - started < 30
+    assert run.stdout.count(CANARY) == 100_000  # speed: bench/bench_engine.py
     # a hundred thousand failures: the message stays short (Argo CD shows and caches it)
     broken = lines.replace("#password>", "#password | nope>")
     source.write_text(f"kind: Secret\nmetadata: {{name: s}}\nstringData:\n{broken}")
