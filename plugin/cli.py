@@ -468,7 +468,20 @@ def _run_directory(
             max_input=_max_input(settings),
             copy_limits=_copy_limits(settings),
         )
-        result = pipeline.render(Path(args.path), context)
+        try:
+            result = pipeline.render(Path(args.path), context)
+        except pipeline.ConsumedPlaceholdersError as exc:
+            if not request.resolve_values_auto:
+                raise
+            log.debug(
+                "%d placeholders in the Helm values do not reach Helm's output as written "
+                "(%s): rendering again with the values resolved first (RESOLVE_VALUES=auto)",
+                len(exc.placeholders),
+                ", ".join(exc.placeholders[:5]),
+            )
+            reads = SharedReads(make, rules, deadline.at)
+            context = dataclasses.replace(context, reads=reads)
+            result = pipeline.render(Path(args.path), context)
         log.debug(
             "rendered %s source in %.3f s%s",
             result.source_type,

@@ -67,7 +67,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "resolve-values",
         "string",
         "Resolve secrets in values",
-        "true: replace placeholders in values before helm template",
+        "auto (default), true or false: replace placeholders in values before helm template",
     ),
 )
 _SPECS = {spec.name: spec for spec in PARAMETERS}
@@ -119,6 +119,9 @@ class AppRequest:
     skip_tests: bool = False
     context_files: tuple[str, ...] = ()
     resolve_values: bool = False
+    #: RESOLVE_VALUES=auto (the default): start with one phase, switch to two when a
+    #: placeholder in the values does not reach Helm's output as written.
+    resolve_values_auto: bool = True
     allow_empty: bool = False
     in_argocd: bool = False
 
@@ -243,6 +246,18 @@ def _param_array(params: Mapping[str, Parameter], name: str) -> tuple[str, ...]:
     return ()
 
 
+def _resolve_values_mode(settings: Settings, params: Mapping[str, Parameter]) -> tuple[bool, bool]:
+    """(two-phase from the start, auto): the parameter `resolve-values` wins over the setting."""
+    text = _param_string(params, "resolve-values")
+    origin = "parameter 'resolve-values'"
+    if text is None or not text.strip():
+        found = settings.lookup("RESOLVE_VALUES")
+        text, origin = (found.value, found.origin) if found is not None else ("auto", "")
+    if text.strip().lower() == "auto":
+        return False, True
+    return parse_bool(text, "RESOLVE_VALUES", origin or "RESOLVE_VALUES"), False
+
+
 def _param_bool(params: Mapping[str, Parameter], name: str) -> bool | None:
     text = _param_string(params, name)
     if text is None or not text.strip():
@@ -310,9 +325,7 @@ def app_request(environ: Mapping[str, str], settings: Settings | None = None) ->
             raise ConfigError("parameter 'helm-parameters' must be given as a map")
         helm_parameters = dict(parameter.map or {})
 
-    resolve_values = _param_bool(params, "resolve-values")
-    if resolve_values is None:
-        resolve_values = settings.get_bool("RESOLVE_VALUES", False)
+    resolve_values, resolve_auto = _resolve_values_mode(settings, params)
 
     return AppRequest(
         app_name=instance,
@@ -335,6 +348,7 @@ def app_request(environ: Mapping[str, str], settings: Settings | None = None) ->
         skip_tests=bool(_param_bool(params, "skip-tests")),
         context_files=_context_files(settings, params),
         resolve_values=resolve_values,
+        resolve_values_auto=resolve_auto,
         allow_empty=settings.get_bool("ALLOW_EMPTY", False),
         in_argocd=bool(instance),
     )

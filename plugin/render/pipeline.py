@@ -9,13 +9,14 @@ generated names, and memory files for resolved and inline values, which never to
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from plugin.argocd.request import AppRequest
 from plugin.errors import ConfigError, RenderError
 from plugin.manifests.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_SETTING, InputStream, format_size
 from plugin.manifests.yamlio import dump, load_one
+from plugin.placeholders import grammar
 from plugin.render import dependencies, detect, helm, kustomize, plain
 from plugin.render.copying import CopyLimits, copy_tree
 from plugin.render.process import Completed, Confinement, Deadline, child_environment, run
@@ -318,8 +320,10 @@ def _helm(
     if merged_values is not None:
         values.append(staging.copy_values(merged_values, "the Jinja2-merged values.yaml"))
     names = [*request.values_files, *args.values_files]
+    value_paths: list[Path] = []
     for path, shown_as in helm.resolve_values_files(names, app_dir, repo_root, build_env, work):
         values.append(staging.copy_values(path, f"values file {shown_as}"))
+        value_paths.append(path)
     set_files = [
         (key, staging.copy_set_file(path, f"--set-file {key}"))
         for key, path in helm.resolve_set_files(args.set_files, app_dir, repo_root)
@@ -368,6 +372,9 @@ def _helm(
         )
     timings["helm template"] = done.seconds
     text = done.stdout.decode("utf-8", "replace")
+    if ctx.reads is None:
+        sources = [merged_values, work / "values.yaml", *value_paths]
+        _check_values_placeholders(sources, inline_data, request, text)
     return RenderResult(
         [InputStream("helm template", text)],
         detect.HELM,
@@ -375,6 +382,48 @@ def _helm(
         timings=timings,
         fetched=list(cache.fetched),
     )
+
+
+class ConsumedPlaceholdersError(RenderError):
+    """Placeholders in Helm's values that Helm did not copy into its output as written.
+
+    A Helm function consumed them (`b64enc`, `sha256sum`, `htpasswd`, `tpl`, `printf`…): the
+    output holds something computed from the placeholder text, which no later substitution
+    can repair. With RESOLVE_VALUES=auto the render is done again in two phases.
+    """
+
+    def __init__(self, placeholders: list[str]) -> None:
+        self.placeholders = placeholders
+        listed = ", ".join(placeholders[:5]) + (" …" if len(placeholders) > 5 else "")
+        super().__init__(
+            f"placeholders in the Helm values do not reach Helm's output as written (a Helm "
+            f"function such as b64enc, sha256sum, htpasswd or tpl uses them): {listed}; set "
+            "RESOLVE_VALUES=true or auto to resolve them before helm template (it is false)"
+        )
+
+
+def _check_values_placeholders(
+    paths: Sequence[Path | None],
+    inline: Sequence[tuple[str, dict[str, Any]]],
+    request: AppRequest,
+    output: str,
+) -> None:
+    """Raise ConsumedPlaceholdersError when a `<path:…>` of the values is not in `output`."""
+    texts: list[str] = []
+    for path in paths:
+        if path is not None and path.is_file():
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                texts.append(path.read_text(encoding="utf-8"))
+    texts.extend(dump(data) for _, data in inline if data)
+    texts.extend(request.helm_parameters.values())
+    found: dict[str, None] = {}
+    for text in texts:
+        if "<path:" in text:
+            for match in grammar.find(text, False):
+                found.setdefault(match.text)
+    consumed = [text for text in found if text not in output]
+    if consumed:
+        raise ConsumedPlaceholdersError(consumed)
 
 
 def _helm_template(

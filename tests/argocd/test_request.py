@@ -145,3 +145,14 @@ def test_context_files_from_setting_then_parameter() -> None:
     }
     request = app_request(environ)
     assert request.context_files == ("/clusters/base.yaml", "/clusters/prod.yaml", "local.yaml")
+
+
+def test_resolve_values_is_auto_by_default_and_accepts_true_false_auto() -> None:
+    default = app_request({})
+    assert (default.resolve_values, default.resolve_values_auto) == (False, True)
+    off = app_request({"ARGOCD_ENV_RESOLVE_VALUES": "false"})
+    assert (off.resolve_values, off.resolve_values_auto) == (False, False)
+    on = app_request({"ARGOCD_ENV_RESOLVE_VALUES": "true"})
+    assert (on.resolve_values, on.resolve_values_auto) == (True, False)
+    auto = app_request({"ARGOCD_ENV_RESOLVE_VALUES": "auto"})
+    assert (auto.resolve_values, auto.resolve_values_auto) == (False, True)

@@ -354,6 +354,78 @@ def test_two_phase_secrets_reach_helm_functions(tmp_path: Path, cmp: CmpServer) 
     assert base64.b64decode(secret["data"]["both"]).decode() == f"dbuser:{password}"
 
 
+_HARBOR_LIKE = textwrap.dedent(
+    """\
+    apiVersion: v1
+    kind: Secret
+    metadata:
+      name: registry
+    data:
+      REGISTRY_HTPASSWD: {{ htpasswd "admin" .Values.password | b64enc }}
+      REGISTRY_PASSWORD: {{ .Values.password | b64enc }}
+    stringData:
+      url: {{ .Values.url }}
+    """
+)
+
+
+def _harbor_like(root: Path) -> Path:
+    """Harbor's pattern: a placeholder consumed by htpasswd (bcrypt) and b64enc."""
+    return simple_chart(
+        root,
+        **{
+            "templates/secret.yaml": _HARBOR_LIKE,
+            "values.yaml": "password: <path:kv/data/database#password>\n"
+            "url: <path:kv/data/database#username>\nmessage: a\nreplicas: 1\n",
+        },
+    )
+
+
+def test_consumed_placeholders_switch_to_two_phases_by_default(
+    tmp_path: Path, cmp: CmpServer
+) -> None:
+    repo = _harbor_like(tmp_path / "repo")
+    result = cmp.generate(repo, App(path="apps/simple", env={}))
+    assert result.code == 0, result.stderr
+    secret = result.one("Secret", "registry")
+    password = SECRETS["kv/data/database"]["password"]
+    assert base64.b64decode(secret["data"]["REGISTRY_PASSWORD"]).decode() == password
+    htpasswd = base64.b64decode(secret["data"]["REGISTRY_HTPASSWD"]).decode()
+    assert htpasswd.startswith("admin:$2")  # a bcrypt hash (of the value, not the placeholder)
+    assert secret["stringData"]["url"] == SECRETS["kv/data/database"]["username"]
+    verbose = cmp.run(
+        ["plugin", "generate", "--verbose", "."],
+        repo / "apps/simple",
+        cmp.generate_env(App(path="apps/simple")),
+        60,
+    )
+    assert verbose.code == 0, verbose.stderr
+    assert "RESOLVE_VALUES=auto" in verbose.stderr
+    assert password not in verbose.stderr
+
+
+def test_consumed_placeholders_are_an_error_with_resolve_values_false(
+    tmp_path: Path, cmp: CmpServer
+) -> None:
+    repo = _harbor_like(tmp_path / "repo")
+    result = cmp.generate(repo, App(path="apps/simple", env={"RESOLVE_VALUES": "false"}))
+    assert result.code != 0
+    assert result.stdout == ""
+    assert "<path:kv/data/database#password>" in result.stderr
+    assert "RESOLVE_VALUES" in result.stderr
+
+
+def test_placeholders_reaching_the_output_keep_one_phase(tmp_path: Path, cmp: CmpServer) -> None:
+    repo = simple_chart(
+        tmp_path / "repo",
+        **{"values.yaml": "message: <path:kv/data/database#password>\nreplicas: 1\n"},
+    )
+    env = cmp.generate_env(App(path="apps/simple"))
+    run = cmp.run(["plugin", "generate", "--verbose", "."], repo / "apps/simple", env, 60)
+    assert run.code == 0, run.stderr
+    assert "RESOLVE_VALUES=auto" not in run.stderr
+
+
 def test_zero_manifests_is_an_error_unless_allowed(tmp_path: Path, cmp: CmpServer) -> None:
     repo = write(
         tmp_path / "repo",
