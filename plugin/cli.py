@@ -1,5 +1,5 @@
 """Command line: `plugin generate`, `plugin check`, `plugin parameters`, `plugin discover`,
-`plugin version`, `plugin serve`.
+`plugin version`, `plugin serve`, `plugin refs`.
 
 The console script is `plugin.__main__` (it hands the command line to the zygote when one
 runs); this module is what runs the command, in the zygote's child or in-process.
@@ -54,6 +54,7 @@ from plugin.placeholders.engine import (
     load,
     resolve,
 )
+from plugin.placeholders.modifiers import fingerprint_context
 from plugin.placeholders.substitute import Rules, Site, Status
 from plugin.render import detect
 from plugin.render.copying import (
@@ -64,6 +65,8 @@ from plugin.render.copying import (
     CopyLimits,
 )
 from plugin.render.process import Deadline, TerminatedError, install_signal_handlers
+from plugin.rotation import index as rotation_index
+from plugin.rotation import refs as refs_command
 from plugin.secrets.base import Backend, BackendOptions
 from plugin.secrets.registry import make_backend
 from plugin.security import sandbox
@@ -149,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
         "something this plugin can render; exit 0 with no output otherwise",
     )
     disc.add_argument("path", nargs="?", default=".", help="application directory")
+    refs_command.add_arguments(
+        commands.add_parser(
+            "refs",
+            help="list which applications use which secret paths (from the reference index)",
+            description="list which applications use which secret paths, as recorded by "
+            "each application's last successful generate (see docs/rotation.md)",
+        )
+    )
     serve_command.add_arguments(
         commands.add_parser(
             "serve",
@@ -231,6 +242,8 @@ def _main(argv: Sequence[str] | None, redactor: Redactor) -> int:
             return _discover(Path(args.path), sys.stdout)
         if args.command == "serve":
             return serve_command.run(args, os.environ, sys.stdout, entry=main)
+        if args.command == "refs":
+            return refs_command.run(args, os.environ, sys.stdout)
         _configure_logging(args, redactor)
         if argv is None:  # the real process (not a test calling main()): SIGTERM kills children
             install_signal_handlers()
@@ -289,8 +302,9 @@ def _run(
     args.sandbox_state = confinement.describe()
     decision = apply_policy(environ)
     settings = _settings(args, environ, decision, redactor)
+    recorder = rotation_index.Recorder() if args.command == "generate" else None
     if args.path != "-" and Path(args.path).is_dir():
-        return _run_directory(
+        code = _run_directory(
             args,
             environ,
             out,
@@ -298,22 +312,47 @@ def _run(
             settings=settings,
             decision=decision,
             redactor=redactor,
+            recorder=recorder,
         )
-    streams, from_directory = _read_input(args.path, stdin, _max_input(settings))
-    options = EngineOptions(
-        rules=_rules(settings, decision, redactor),
-        deadline=started + settings.get_float("PLUGIN_TIMEOUT", DEFAULT_TIMEOUT_SECONDS),
-        skip_non_manifests=from_directory,
-    )
-    return _finish(
-        args,
-        streams,
-        options=options,
-        make=_backend_factory(args, settings),
-        out=out,
-        started=started,
-        strict=settings.get_bool("PLUGIN_STRICT", False),
-    )
+    else:
+        streams, from_directory = _read_input(args.path, stdin, _max_input(settings))
+        options = EngineOptions(
+            rules=_rules(settings, decision, redactor),
+            deadline=started + settings.get_float("PLUGIN_TIMEOUT", DEFAULT_TIMEOUT_SECONDS),
+            skip_non_manifests=from_directory,
+        )
+        code = _finish(
+            args,
+            streams,
+            options=options,
+            make=_backend_factory(args, settings, recorder),
+            out=out,
+            started=started,
+            strict=settings.get_bool("PLUGIN_STRICT", False),
+        )
+    if code == 0 and recorder is not None:
+        _record_references(recorder, environ, settings, decision)
+    return code
+
+
+def _record_references(
+    recorder: rotation_index.Recorder,
+    environ: Mapping[str, str],
+    settings: Settings,
+    decision: Decision | None,
+) -> None:
+    """After a successful generate (manifests already printed): update the reference index.
+
+    Best effort by design: the render succeeded, so an index problem is only reported with
+    --verbose (docs/rotation.md).
+    """
+    try:
+        written = rotation_index.record_render(recorder, environ, settings, decision)
+    except Exception as exc:
+        log.info("reference index not updated: %s", exc)
+        return
+    if written is not None:
+        log.debug("reference index: %d references recorded", len(recorder.reads))
 
 
 def _settings(
@@ -344,10 +383,14 @@ def _settings(
 
 
 def _rules(settings: Settings, decision: Decision | None, redactor: Redactor) -> Rules:
+    context = fingerprint_context(settings.environ)
+    if context.fingerprint_key is not None:
+        redactor.add_secret(context.fingerprint_key.decode("utf-8"))
     return Rules(
         path_validation=_path_validation(settings),
         path_check=decision.path_refusal if decision is not None else None,
         redactor=redactor,
+        modifier_context=context,
     )
 
 
@@ -378,13 +421,17 @@ def _copy_limits(settings: Settings) -> CopyLimits:
     )
 
 
-def _backend_factory(args: argparse.Namespace, settings: Settings) -> BackendFactory:
+def _backend_factory(
+    args: argparse.Namespace,
+    settings: Settings,
+    recorder: rotation_index.Recorder | None = None,
+) -> BackendFactory:
     backend_options = BackendOptions(disable_token_cache=bool(args.disable_token_cache))
 
     def backend() -> Backend:
         return make_backend(settings, backend_options)
 
-    return backend
+    return recorder.wrap(backend) if recorder is not None else backend
 
 
 def _finish(
@@ -442,6 +489,7 @@ def _run_directory(
     settings: Settings,
     decision: Decision | None,
     redactor: Redactor,
+    recorder: rotation_index.Recorder | None = None,
 ) -> int:
     """A directory: Argo CD's request -> renderer -> engine (both secret phases share reads)."""
     from plugin.render import pipeline
@@ -456,7 +504,7 @@ def _run_directory(
     request: AppRequest = app_request(environ, settings)
     if args.source_type:
         request = dataclasses.replace(request, source_type=args.source_type)
-    make = _backend_factory(args, settings)
+    make = _backend_factory(args, settings, recorder)
     reads = SharedReads(make, rules, deadline.at) if request.resolve_values else None
     try:
         context = pipeline.RenderContext(

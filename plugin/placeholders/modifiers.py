@@ -5,6 +5,10 @@ crashes (numbers given to `sha256sum`/`jsonPath`): those get a clean result or
 a clean error. Two opt-in additions: `default <text>` (handled by the engine,
 it only matters when a value is missing) and `reindent N`, an `indent` that
 keeps relative indentation and blank lines.
+
+`fingerprint` (a keyed HMAC for pod-template annotations, so pods roll when a secret
+rotates) needs the operator's key: it arrives through an explicit `ModifierContext` that the
+engine passes to `apply`, never through global state.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import math
 import re
 import struct
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -345,6 +351,73 @@ def go_number_text(number: int | float) -> str:
     return text
 
 
+#: The operator's key of the `fingerprint` modifier (sidecar environment only).
+FINGERPRINT_KEY_SETTING = "PLUGIN_FINGERPRINT_KEY"
+#: A shorter key would make the published fingerprints guessable offline.
+MIN_FINGERPRINT_KEY = 32
+FINGERPRINT_PREFIX = "hmac-sha256:"
+#: Hex digits kept (128 bits: collisions are out of reach, annotations stay short).
+FINGERPRINT_HEX = 32
+
+
+@dataclass(frozen=True)
+class ModifierContext:
+    """Run-wide inputs of the modifiers that need more than their arguments.
+
+    `fingerprint_key` is None when no usable key is configured; `fingerprint_refusal` then
+    says why (shown as the placeholder's error).
+    """
+
+    fingerprint_key: bytes | None = None
+    fingerprint_refusal: str = f"{FINGERPRINT_KEY_SETTING} is not set in the sidecar"
+
+
+NO_CONTEXT = ModifierContext()
+
+
+def fingerprint_context(environ: Mapping[str, str]) -> ModifierContext:
+    """The context from the sidecar's own environment.
+
+    Only the plain variable counts: an Application can only set `ARGOCD_ENV_*` variables, so
+    it can never choose the key (which would turn the fingerprint into an unkeyed hash).
+    """
+    text = environ.get(FINGERPRINT_KEY_SETTING, "")
+    if not text:
+        return NO_CONTEXT
+    if len(text.encode("utf-8")) < MIN_FINGERPRINT_KEY:
+        return ModifierContext(
+            None,
+            f"{FINGERPRINT_KEY_SETTING} is shorter than {MIN_FINGERPRINT_KEY} bytes "
+            "(use e.g. `openssl rand -hex 32`)",
+        )
+    return ModifierContext(text.encode("utf-8"))
+
+
+def fingerprint(args: tuple[str, ...], value: Any, context: ModifierContext = NO_CONTEXT) -> str:
+    """`hmac-sha256:` + the first 32 hex digits of HMAC-SHA256(key, value).
+
+    Text is hashed as its UTF-8 bytes (so `printf %s "$VALUE" | openssl dgst -sha256 -hmac
+    "$KEY"` gives the same digits); any other value as compact JSON with sorted keys.
+    """
+    _require_no_args(args)
+    if context.fingerprint_key is None:
+        raise ModifierError(f"refused: {context.fingerprint_refusal}")
+    if isinstance(value, str):
+        data = value.encode("utf-8")
+    else:
+        data = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+    digest = hmac.new(context.fingerprint_key, data, hashlib.sha256).hexdigest()
+    return FINGERPRINT_PREFIX + digest[:FINGERPRINT_HEX]
+
+
+#: Modifiers that take the run's `ModifierContext` as a third argument.
+CONTEXTUAL: Mapping[str, Callable[[tuple[str, ...], Any, ModifierContext], Any]] = {
+    "fingerprint": fingerprint,
+}
+
+
 REGISTRY: Mapping[str, ModifierFunction] = {
     "base64encode": base64encode,
     "base64decode": base64decode,
@@ -355,15 +428,21 @@ REGISTRY: Mapping[str, ModifierFunction] = {
     "sha256sum": sha256sum,
     "reindent": reindent,
     DEFAULT: default,
+    "fingerprint": fingerprint,
 }
 
 
-def apply(name: str, args: tuple[str, ...], value: Any) -> Any:
+def apply(
+    name: str, args: tuple[str, ...], value: Any, context: ModifierContext = NO_CONTEXT
+) -> Any:
     """Run one modifier; unknown names and failures raise `ModifierError`."""
     function = REGISTRY.get(name)
     if function is None:
         raise ModifierError(f"invalid modifier: {name}")
+    contextual = CONTEXTUAL.get(name)
     try:
+        if contextual is not None:
+            return contextual(args, value, context)
         return function(args, value)
     except ModifierError as exc:
         raise ModifierError(f"{name}: {exc}") from None

@@ -79,6 +79,8 @@ class Rules:
     path_check: Callable[[str], str | None] | None = None
     #: Learns every value fetched and every value resolved (for redacting messages).
     redactor: Redactor | None = None
+    #: What context-needing modifiers (`fingerprint`) receive: the operator's key.
+    modifier_context: modifiers.ModifierContext = modifiers.NO_CONTEXT
 
 
 @dataclass
@@ -435,7 +437,9 @@ class _Substitution:
             status = Status.DEFAULTED
         try:
             for statement in statements:
-                value = modifiers.apply(statement.name, statement.args, value)
+                value = modifiers.apply(
+                    statement.name, statement.args, value, self.rules.modifier_context
+                )
         except ModifierError as exc:
             raise _SiteError(Status.MODIFIER_ERROR, str(exc)) from None
         if value is None:

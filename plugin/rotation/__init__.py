@@ -1,0 +1,10 @@
+"""Secret rotation: what each Application read at its last render, so a change can reach it.
+
+`index` records, after every successful `plugin generate`, which secret references an
+Application resolved (backend, address, path, pinned version, KV version, a keyed fingerprint of
+what was read; never a value) in the sidecar's cache volume; `refs` answers "which applications
+use this path?" from that index. The watcher that polls the references and asks Argo CD to
+re-render an Application is not built yet (see docs/rotation.md).
+
+Layer: above `render` (it wraps the backend factory the renderers use), below `serve` and `cli`.
+"""
