@@ -54,7 +54,7 @@ from plugin.placeholders.engine import (
     load,
     resolve,
 )
-from plugin.placeholders.modifiers import fingerprint_context
+from plugin.placeholders.modifiers import FINGERPRINT_KEY_SETTING, fingerprint_context
 from plugin.placeholders.substitute import Rules, Site, Status
 from plugin.render import detect
 from plugin.render.copying import (
@@ -384,8 +384,9 @@ def _settings(
 
 def _rules(settings: Settings, decision: Decision | None, redactor: Redactor) -> Rules:
     context = fingerprint_context(settings.environ)
-    if context.fingerprint_key is not None:
-        redactor.add_secret(context.fingerprint_key.decode("utf-8"))
+    key_text = settings.environ.get(FINGERPRINT_KEY_SETTING, "")
+    if key_text:  # a credential even when too short to be used
+        redactor.add_secret(key_text)
     return Rules(
         path_validation=_path_validation(settings),
         path_check=decision.path_refusal if decision is not None else None,

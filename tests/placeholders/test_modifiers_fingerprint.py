@@ -12,6 +12,7 @@ from plugin.placeholders import modifiers
 from plugin.placeholders.engine import EngineOptions, InputStream, generate
 from plugin.placeholders.substitute import Rules
 from plugin.secrets.file import FileBackend
+from plugin.security import policy
 
 KEY = "k" * 40
 OTHER_KEY = "o" * 40
@@ -63,6 +64,8 @@ def test_application_cannot_choose_the_key() -> None:
     """Argo CD prefixes an Application's variables with ARGOCD_ENV_: they never count."""
     found = modifiers.fingerprint_context({"ARGOCD_ENV_PLUGIN_FINGERPRINT_KEY": KEY})
     assert found.fingerprint_key is None
+    # With a tenant policy, setting it is refused outright (an operator-only setting).
+    assert policy.is_protected(modifiers.FINGERPRINT_KEY_SETTING)
 
 
 def test_arguments_refused() -> None:
