@@ -265,13 +265,15 @@ class _Substitution:
         if id(node) in self.seen:
             return
         self.seen.add(id(node))
+        # Field paths name a replaced key by its placeholder text, never by the secret it became.
+        written_as: dict[Any, str] = {}
         if self.notes.replace_keys and any(
             isinstance(key, str) and grammar.may_contain_placeholder(key) for key in node
         ):
-            self._replace_keys(node, path)
+            written_as = self._replace_keys(node, path)
         removals: list[Any] = []
         for key, value in node.items():
-            child = (*path, str(key))
+            child = (*path, written_as.get(key, str(key)))
             if isinstance(value, str):
                 new, missing = self._string(value, child)
                 if missing and self.notes.remove_missing:
@@ -305,15 +307,20 @@ class _Substitution:
         for index in reversed(removals):
             del node[index]
 
-    def _replace_keys(self, node: dict[Any, Any], path: tuple[str | int, ...]) -> None:
+    def _replace_keys(self, node: dict[Any, Any], path: tuple[str | int, ...]) -> dict[Any, str]:
+        """Resolve placeholders in the keys; returns each new key's text as written."""
         items = list(node.items())
         node.clear()
+        written_as: dict[Any, str] = {}
         for key, value in items:
             new_key = key
             if isinstance(key, str):
                 resolved, _ = self._text(key, (*path, key), typed=False)
                 new_key = modifiers.go_text(resolved)
+                if new_key != key:
+                    written_as[new_key] = key
             node[new_key] = value
+        return written_as
 
     # -- one string
 

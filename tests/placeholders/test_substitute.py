@@ -207,6 +207,16 @@ def test_placeholders_in_keys_are_opt_in() -> None:
     assert doc["spec"] == {"alice": True}
 
 
+def test_a_replaced_key_is_named_by_its_placeholder_in_errors() -> None:
+    text = (
+        "kind: X\nmetadata:\n  annotations:\n    avp.kubernetes.io/replace-keys: 'true'\n"
+        "spec:\n  <path:kv/data/app#user>:\n    inner: <path:kv/data/app#nope>\n"
+    )
+    message = str(failure(text))
+    assert 'spec["<path:kv/data/app#user>"].inner' in message
+    assert "alice" not in message
+
+
 def test_nested_lists_are_walked() -> None:
     [doc] = render("kind: X\nspec:\n  m:\n  - - <path:kv/data/app#user>\n")
     assert doc["spec"]["m"] == [["alice"]]
