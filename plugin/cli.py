@@ -64,6 +64,7 @@ from plugin.render.copying import (
     MAX_COPY_SIZE_SETTING,
     CopyLimits,
 )
+from plugin.render.isolated import DEFAULT_MAX_TEMPLATE_MEMORY, MAX_TEMPLATE_MEMORY_SETTING
 from plugin.render.process import Deadline, TerminatedError, install_signal_handlers
 from plugin.rotation import index as rotation_index
 from plugin.rotation import refs as refs_command
@@ -287,6 +288,26 @@ def _configure_logging(args: argparse.Namespace, redactor: Redactor) -> None:
         )
 
 
+def process_started() -> float:
+    """When this process was started, on the `time.monotonic()` clock.
+
+    The render deadline counts from here, not from the end of the imports: Argo CD's clock
+    started before the interpreter did, and on a loaded machine the start alone can take
+    seconds. Falls back to now when /proc cannot tell.
+    """
+    now = time.monotonic()
+    try:
+        with open("/proc/self/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime", encoding="ascii") as handle:
+            uptime = float(handle.read().split()[0])
+        ticks = os.sysconf("SC_CLK_TCK")
+        age = uptime - int(fields[19]) / ticks
+    except (OSError, ValueError, IndexError):
+        return now
+    return now - min(max(age, 0.0), 60.0)
+
+
 def _run(
     args: argparse.Namespace,
     environ: Mapping[str, str],
@@ -294,7 +315,7 @@ def _run(
     out: TextIO,
     redactor: Redactor | None = None,
 ) -> int:
-    started = time.monotonic()
+    started = process_started()
     redactor = redactor if redactor is not None else Redactor()
     # PLUGIN_SANDBOX=required on a kernel without Landlock: fail closed before anything else.
     confinement = sandbox.require_available(environ)
@@ -516,6 +537,11 @@ def _run_directory(
             reads=reads,
             max_input=_max_input(settings),
             copy_limits=_copy_limits(settings),
+            template_memory=_size_setting(
+                settings.lookup(MAX_TEMPLATE_MEMORY_SETTING),
+                MAX_TEMPLATE_MEMORY_SETTING,
+                DEFAULT_MAX_TEMPLATE_MEMORY,
+            ),
         )
         try:
             result = pipeline.render(Path(args.path), context)

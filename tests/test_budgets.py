@@ -147,3 +147,88 @@ def test_copy_budgets_must_be_valid(tmp_path: Path, value: str) -> None:
     run = hostile_render(app, tmp_path, {"PLUGIN_MAX_COPY_FILES": value})
     assert run.code == 1
     assert "PLUGIN_MAX_COPY_FILES must be" in run.stderr
+
+
+# ------------------------------------------------------------------------------ Jinja2
+
+ALIAS_BOMB = "\n".join(
+    ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    + [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 9)]
+)
+
+
+def templated(tmp_path: Path, template: str, context: str | None = None) -> Path:
+    """A plain directory with one Jinja2 source (copied, then rendered in the child)."""
+    repo = tmp_path / "repo"
+    app = repo / "app"
+    app.mkdir(parents=True)
+    (repo / ".git").mkdir()
+    (app / "cm.yaml.j2").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\ndata:\n  x: '" + template + "'\n"
+    )
+    if context is not None:
+        (app / "context.yaml").write_text(context)
+    return app
+
+
+JINJA_CASES = {
+    "nested loops": (
+        "{% for a in range(10000) %}{% for b in range(10000) %}{% for c in range(10000) %}"
+        "{% endfor %}{% endfor %}{% endfor %}",
+        "Jinja2 templating ran out of time: the render must finish within 4 s (PLUGIN_TIMEOUT)",
+    ),
+    "string doubling": (
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+        "{% endfor %}{{ ns.s | length }}",
+        "Jinja2 templating needed more than 256 MiB of memory (PLUGIN_MAX_TEMPLATE_MEMORY)",
+    ),
+    "center": (
+        "{{ 'x' | center(3000000000) }}",
+        "Jinja2 templating needed more than 1 GiB of memory (PLUGIN_MAX_TEMPLATE_MEMORY)",
+    ),
+    "catastrophic regex": (
+        "{{ ('a' * 40 ~ '!') | regex_search('^(a+)+$') }}",
+        "Jinja2 templating ran out of time: the render must finish within 4 s (PLUGIN_TIMEOUT)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(JINJA_CASES))
+def test_hostile_templates(tmp_path: Path, case: str) -> None:
+    template, message = JINJA_CASES[case]
+    # The doubling reaches 1 GiB only after seconds of copying on a loaded machine: a smaller
+    # budget makes the memory limit, not the clock, stop it.
+    extra = {"PLUGIN_MAX_TEMPLATE_MEMORY": "256Mi"} if case == "string doubling" else {}
+    run = hostile_render(templated(tmp_path, template), tmp_path, extra)
+    assert_within_budgets(run, tmp_path, message)
+
+
+def test_a_smaller_template_memory_budget_is_honoured(tmp_path: Path) -> None:
+    app = templated(tmp_path, "{{ 'x' | center(300000000) }}")
+    run = hostile_render(app, tmp_path, {"PLUGIN_MAX_TEMPLATE_MEMORY": "256Mi"})
+    assert_within_budgets(
+        run, tmp_path, "needed more than 256 MiB of memory (PLUGIN_MAX_TEMPLATE_MEMORY)"
+    )
+
+
+def test_from_yaml_refuses_an_alias_bomb(tmp_path: Path) -> None:
+    bomb = ALIAS_BOMB.replace("\n", "\\n")
+    app = templated(tmp_path, '{{ "' + bomb + '" | from_yaml | to_json | length }}')
+    run = hostile_render(app, tmp_path)
+    assert_within_budgets(
+        run, tmp_path, "from_yaml: value expands to more than 1000000 nodes through YAML aliases"
+    )
+
+
+def test_a_huge_rendered_file_is_refused(tmp_path: Path) -> None:
+    app = templated(tmp_path, "{{ 'x' | center(3000000) }}")
+    run = hostile_render(app, tmp_path, {"PLUGIN_MAX_INPUT_SIZE": "1Mi"})
+    assert_within_budgets(run, tmp_path, "a rendered file is larger than")
+
+
+def test_an_ordinary_template_still_renders(tmp_path: Path) -> None:
+    app = templated(tmp_path, "{{ 'abc' | regex_search('b') }}-{{ 'a: 1' | from_yaml | to_json }}")
+    run = hostile_render(app, tmp_path)
+    assert run.code == 0, run.stderr
+    assert "x: 'b-{\"a\": 1}'" in run.stdout
+    assert os.listdir(tmp_path / "tmpdir") == []

@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from plugin.errors import ConfigError, RenderError
 from plugin.manifests.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_SETTING, InputStream, format_size
 from plugin.manifests.yamlio import dump, load_one
 from plugin.placeholders import grammar
-from plugin.render import dependencies, detect, helm, kustomize, plain
+from plugin.render import dependencies, detect, helm, isolated, kustomize, plain
 from plugin.render.copying import CopyLimits, copy_tree
 from plugin.render.process import Completed, Confinement, Deadline, child_environment, run
 from plugin.render.scratch import scratch_directory
@@ -65,6 +65,9 @@ class RenderContext:
     sandbox: sandbox.Status | None = None
     #: Budgets of the private copy of a chart or Kustomize tree (the deadline is added).
     copy_limits: CopyLimits = field(default_factory=CopyLimits)
+
+    #: Address-space budget of the forked Jinja2 child (`PLUGIN_MAX_TEMPLATE_MEMORY`).
+    template_memory: int = isolated.DEFAULT_MAX_TEMPLATE_MEMORY
 
     def limits_for_copy(self) -> CopyLimits:
         return dataclasses.replace(self.copy_limits, deadline=self.deadline)
@@ -217,20 +220,59 @@ def _warn_chart_templates(directory: Path) -> None:
 
 
 def _templating(app_dir: Path, work: Path, repo_root: Path, ctx: RenderContext) -> Path | None:
+    """The Jinja2 stage, in a forked child bounded by the deadline and a memory budget.
+
+    Tenant templates can loop for ever, allocate gigabytes or run a catastrophic regular
+    expression; only a separate process can be stopped in the middle of that (see
+    `plugin.render.isolated`). The child writes the rendered files into the work copy and
+    sends back the report's few facts.
+    """
     from plugin.templating import appdir
 
     started = time.monotonic()
-    ctx.deadline.check("Jinja2 templating")
-    context = appdir.build_context(
-        repo_root, app_dir, list(ctx.request.context_files), _template_environ(ctx)
+    context_files = list(ctx.request.context_files)
+    environ = _template_environ(ctx)
+
+    def render_in_child() -> dict[str, Any]:
+        context = appdir.build_context(repo_root, app_dir, context_files, environ)
+        report = appdir.render_app_dir(work, context, root=work)
+        merged = report.merged_values_file
+        return {
+            "rendered": len(report.rendered),
+            "warnings": list(report.warnings),
+            "merged_values": str(merged) if merged is not None else None,
+        }
+
+    outcome = isolated.run_isolated(
+        "Jinja2 templating",
+        render_in_child,
+        deadline=ctx.deadline,
+        memory=ctx.template_memory,
+        max_file_size=ctx.max_input,
+        child_setup=template_child_setup(ctx, work),
     )
-    report = appdir.render_app_dir(work, context, root=work)
-    for warning in report.warnings:
+    for warning in outcome["warnings"]:
         log.warning("%s", warning)
     took = time.monotonic() - started
-    log.debug("Jinja2 rendered %d files in %.3f s", len(report.rendered), took)
+    log.debug("Jinja2 rendered %d files in %.3f s", outcome["rendered"], took)
     ctx.deadline.check("Jinja2 templating")
-    return report.merged_values_file
+    merged_values = outcome["merged_values"]
+    if merged_values is None:
+        return None
+    path = Path(merged_values)
+    if not path.is_relative_to(work):  # the child ran tenant code: trust no path it sends
+        raise RenderError("Jinja2 templating reported a values file outside the work copy")
+    return path
+
+
+def template_child_setup(ctx: RenderContext, work: Path) -> Callable[[], None]:
+    """What the Jinja2 child runs before rendering: it dies with the plugin.
+
+    The hook for confining the child further (Landlock: read the work copy and the
+    repository, write the work copy only).
+    """
+    del ctx, work
+    return sandbox.child_setup(None, os.getpid())
 
 
 def _template_environ(ctx: RenderContext) -> dict[str, str]:

@@ -76,7 +76,8 @@ from jinja2.runtime import Context, StrictUndefined, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
 
-from plugin.errors import RenderError
+from plugin.errors import ModifierError, RenderError
+from plugin.placeholders.modifiers import check_expansion
 from plugin.templating import merge
 
 __all__ = [
@@ -392,6 +393,10 @@ def render_template(env: Environment, source: str, name: str, context: Mapping[s
         return template.render(copy.deepcopy(dict(context)))
     except RecursionError:
         raise RenderError(f"{name}: recursion too deep while rendering the template") from None
+    except MemoryError as exc:
+        # Kept a MemoryError (the stage's memory budget names it), with the location only.
+        line = _template_line(exc)
+        raise MemoryError(f"{name}:{line}" if line is not None else name) from None
     except Exception as exc:
         line = _template_line(exc)
         where = f"{name}:{line}" if line is not None else name
@@ -547,9 +552,16 @@ def _from_yaml(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     try:
-        return yaml.load(value, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+        parsed = yaml.load(value, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise RenderError(f"from_yaml: {_yaml_problem(exc)}") from None
+    try:
+        # The same alias-bomb and recursion check as the yamlParse modifier: later filters
+        # and the YAML/JSON writers walk the value as a tree.
+        check_expansion(parsed)
+    except ModifierError as exc:
+        raise RenderError(f"from_yaml: {exc}") from None
+    return parsed
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -593,7 +605,23 @@ def _regex_flags(ignorecase: bool, multiline: bool) -> int:
     return (re.IGNORECASE if ignorecase else 0) | (re.MULTILINE if multiline else 0)
 
 
+#: The longest text a regex filter runs on. Python's `re` backtracks and has no timeout: a
+#: catastrophic pattern is stopped by the render deadline (the Jinja2 stage runs in a child
+#: killed at the deadline, `plugin.render.isolated`); this bound keeps ordinary patterns on
+#: hostile inputs from using the whole time and names the problem instead.
+MAX_REGEX_INPUT = 1024 * 1024
+
+
+def _regex_text(value: Any, what: str) -> str:
+    text = _to_text(value)
+    if len(text) > MAX_REGEX_INPUT:
+        raise RenderError(f"{what}: the text is longer than {MAX_REGEX_INPUT} characters; refused")
+    return text
+
+
 def _compile(pattern: str, flags: int, what: str) -> re.Pattern[str]:
+    if len(pattern) > MAX_REGEX_INPUT:
+        raise RenderError(f"{what}: the pattern is longer than {MAX_REGEX_INPUT} characters")
     try:
         return re.compile(pattern, flags)
     except re.error as exc:
@@ -610,7 +638,9 @@ def _regex_replace(  # noqa: PLR0917 - Ansible's signature
     mandatory_count: int = 0,
 ) -> str:
     regex = _compile(pattern, _regex_flags(ignorecase, multiline), "regex_replace")
-    output, substitutions = regex.subn(replacement, _to_text(value), count=count)
+    output, substitutions = regex.subn(
+        replacement, _regex_text(value, "regex_replace"), count=count
+    )
     if mandatory_count and mandatory_count != substitutions:
         raise RenderError(
             f"regex_replace: {pattern!r} should match {mandatory_count} times, "
@@ -633,7 +663,7 @@ def _regex_search(
         else:
             raise RenderError(f"regex_search: unknown argument {group!r}")
     match = _compile(regex, _regex_flags(ignorecase, multiline), "regex_search").search(
-        _to_text(value)
+        _regex_text(value, "regex_search")
     )
     if match is None:
         return None
@@ -646,7 +676,7 @@ def _regex_findall(
     value: Any, regex: str, multiline: bool = False, ignorecase: bool = False
 ) -> list[Any]:
     return _compile(regex, _regex_flags(ignorecase, multiline), "regex_findall").findall(
-        _to_text(value)
+        _regex_text(value, "regex_findall")
     )
 
 
