@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,19 @@ from tests.integration.cmp.test_cmp_helm import newest, umbrella_repo
 
 pytestmark = pytest.mark.integration
 
-TTL = 2.0
+# Long enough that no render on a loaded machine outlives it; the test expires entries itself.
+TTL = 600.0
+
+
+def expire_indexes(cache_dir: Path) -> int:
+    """Age every cached index past the TTL (freshness is the file's mtime), as time would."""
+    aged = 0
+    for path in cache_dir.rglob("*.json"):
+        if path.parent.name == "index":
+            old = path.stat().st_mtime - TTL - 1
+            os.utime(path, (old, old))
+            aged += 1
+    return aged
 
 
 def chart_version(result: Result) -> str:
@@ -47,7 +59,8 @@ def test_index_ttl_and_archive_cache(
     tmp_path: Path, sidecar: SidecarFactory, helm_bin: str, private_chart_repo: ChartRepo
 ) -> None:
     chart_repo = private_chart_repo
-    cmp = sidecar(helm=helm_bin, extra={"PLUGIN_HELM_INDEX_TTL": str(TTL)})
+    cache_dir = tmp_path / "plugin-cache"
+    cmp = sidecar(helm=helm_bin, extra={"PLUGIN_HELM_INDEX_TTL": str(TTL)}, cache_dir=cache_dir)
     repo = umbrella_repo(tmp_path / "repo", chart_repo.url)
     app = App(name="shop", path="apps/umbrella")
 
@@ -74,7 +87,7 @@ def test_index_ttl_and_archive_cache(
     assert chart_version(third) == before
 
     # ...then only the index is fetched, plus the one new archive.
-    time.sleep(TTL + 0.2)
+    assert expire_indexes(cache_dir) == 1
     chart_repo.reset_counts()
     fourth = cmp.generate(repo, app)
     assert fourth.code == 0, fourth.stderr
@@ -82,7 +95,7 @@ def test_index_ttl_and_archive_cache(
     assert chart_version(fourth) == new_version
 
     # After the TTL with nothing new: the index alone.
-    time.sleep(TTL + 0.2)
+    assert expire_indexes(cache_dir) == 1
     chart_repo.reset_counts()
     fifth = cmp.generate(repo, app)
     assert fifth.code == 0, fifth.stderr
