@@ -467,7 +467,7 @@ def _finish(
     require_manifests: bool = False,
     strict: bool = False,
 ) -> int:
-    documents = load(streams, options.skip_non_manifests)
+    documents = load(streams, options.skip_non_manifests, options.deadline)
     if require_manifests and not documents:
         raise RenderError(
             "the render produced no manifests; refusing to print an empty result (with "

@@ -46,3 +46,7 @@ class MissingPathError(BackendError):
 
 class RenderError(PluginError):
     """A renderer (Jinja2, Helm, Kustomize) failed."""
+
+
+class DeadlineError(PluginError):
+    """The render-wide deadline (`PLUGIN_TIMEOUT`) passed inside the plugin's own work."""

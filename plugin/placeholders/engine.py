@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugin.errors import BackendError, InputError, PluginError
+from plugin.errors import BackendError, DeadlineError, InputError, PluginError
 from plugin.manifests import reader
 from plugin.manifests.inputs import MAX_PARSED_DOCUMENT, InputStream, format_size
 from plugin.manifests.reader import Document
@@ -72,11 +72,26 @@ class Outcome:
         return [site for site in self.sites if site.status.failed]
 
 
-def load(streams: Sequence[InputStream], skip_non_manifests: bool) -> list[Document]:
+#: Documents handled between two looks at the clock, and parsed per libyaml batch: the
+#: deadline is honoured within one batch however many documents a tenant renders.
+_DEADLINE_EVERY = 512
+_PARSE_BATCH = 2048
+
+
+def check_deadline(deadline: float, doing: str) -> None:
+    """Raise `DeadlineError` once the render deadline (a `time.monotonic()` instant) passed."""
+    if time.monotonic() >= deadline:
+        raise DeadlineError(f"the render deadline (PLUGIN_TIMEOUT) passed while {doing}")
+
+
+def load(
+    streams: Sequence[InputStream], skip_non_manifests: bool, deadline: float = float("inf")
+) -> list[Document]:
     """Split and (where needed) parse every stream; all input errors are reported together."""
     documents: list[Document] = []
     problems: list[str] = []
     for stream in streams:
+        check_deadline(deadline, "reading manifests")
         try:
             raws = list(reader.split(stream))
             to_parse = [raw for raw in raws if reader.needs_parsing(raw)]
@@ -87,7 +102,11 @@ def load(streams: Sequence[InputStream], skip_non_manifests: bool) -> list[Docum
                         f"than any Kubernetes object can be ({format_size(MAX_PARSED_DOCUMENT)} "
                         "at most); refused"
                     )
-            parsed = dict(zip(map(id, to_parse), reader.parse_many(to_parse), strict=True))
+            parsed: dict[int, Any] = {}
+            for first in range(0, len(to_parse), _PARSE_BATCH):
+                check_deadline(deadline, f"parsing {stream.name} (document {first + 1})")
+                batch = to_parse[first : first + _PARSE_BATCH]
+                parsed.update(zip(map(id, batch), reader.parse_many(batch), strict=True))
             for raw in raws:
                 if id(raw) not in parsed:
                     documents.append(Document(raw, None))
@@ -123,7 +142,9 @@ def resolve(
 ) -> Outcome:
     """Plan all reads, fetch each distinct one once, then substitute in every document."""
     jobs: list[Job] = []
-    for document in documents:
+    for number, document in enumerate(documents):
+        if number % _DEADLINE_EVERY == 0:
+            check_deadline(options.deadline, f"looking for placeholders (document {number + 1})")
         if document.content is not None:
             with _depth_guard(document):
                 jobs.append(plan(document, options.rules))
@@ -132,7 +153,9 @@ def resolve(
     if refs:
         results = _fetch(refs, options, make_backend)
     sites: list[Site] = []
-    for job in jobs:
+    for number, job in enumerate(jobs):
+        if number % _DEADLINE_EVERY == 0:
+            check_deadline(options.deadline, f"replacing placeholders (document {number + 1})")
         with _depth_guard(job.document):
             sites.extend(substitute(job, results, options.rules))
     return Outcome(documents, jobs, sites)
@@ -205,7 +228,7 @@ def generate(
     streams: Sequence[InputStream], options: EngineOptions, make_backend: BackendFactory
 ) -> str:
     """Resolve every placeholder of `streams`; return the YAML stream or raise."""
-    documents = load(streams, options.skip_non_manifests)
+    documents = load(streams, options.skip_non_manifests, options.deadline)
     outcome = resolve(documents, options, make_backend)
     if outcome.failures:
         raise ResolutionError(outcome.failures)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from typing import Any
 
 import pytest
 
-from plugin.errors import BackendError
+from plugin.errors import BackendError, DeadlineError
 from plugin.manifests.yamlio import load_all
 from plugin.placeholders.engine import (
     EngineOptions,
@@ -336,3 +337,28 @@ def test_a_modifier_chain_yielding_null_is_an_error_naming_the_placeholder() -> 
 def test_a_modifier_chain_yielding_null_takes_the_default() -> None:
     [doc] = render("kind: X\nv: <path:kv/data/blobs#null-json | jsonParse | default none>\n")
     assert doc["v"] == "none"
+
+
+# ------------------------------------------------------------------------------ the deadline
+
+
+def test_parsing_many_documents_stops_at_the_deadline() -> None:
+    text = "".join(
+        f"kind: X\nmetadata: {{name: n{i}}}\nspec: <path:kv/data/app#user>\n---\n"
+        for i in range(3000)
+    )
+    passed = time.monotonic() - 1
+    with pytest.raises(DeadlineError, match=r"PLUGIN_TIMEOUT\) passed while reading manifests"):
+        load([InputStream("test.yaml", text)], skip_non_manifests=False, deadline=passed)
+    assert len(load([InputStream("test.yaml", text)], skip_non_manifests=False)) == 3000
+
+
+def test_walking_many_documents_stops_at_the_deadline() -> None:
+    text = "".join(
+        f"kind: X\nmetadata: {{name: n{i}}}\nspec: <path:kv/data/app#user>\n---\n"
+        for i in range(3000)
+    )
+    documents = load([InputStream("test.yaml", text)], skip_non_manifests=False)
+    options = EngineOptions(deadline=time.monotonic() - 1)
+    with pytest.raises(DeadlineError, match="looking for placeholders"):
+        resolve(documents, options, CountingBackend)
