@@ -89,9 +89,11 @@ def in_ci() -> bool:
 
 
 def find_kube_tool(name: str) -> str | None:
-    """Path of ``kube-apiserver`` or ``etcd``: $KUBE_APISERVER_BIN / $ETCD_BIN or .tools/bin."""
+    """Absolute path of ``kube-apiserver`` or ``etcd``: $KUBE_APISERVER_BIN / $ETCD_BIN (the
+    only candidate when set) or .tools/bin; None when missing."""
     var = KUBE_TOOL_ENV_VARS[name]
-    return shutil.which(os.environ.get(var) or str(TOOLS_BIN / name))
+    found = shutil.which(os.environ.get(var) or str(TOOLS_BIN / name))
+    return os.path.abspath(found) if found else None  # the servers run in a temp directory
 
 
 def require_kube_tool(name: str) -> str:
