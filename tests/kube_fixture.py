@@ -389,7 +389,9 @@ class KubeAPI:
             proc = self._spawn(argv, self.workdir / "etcd.log")
 
             def ready() -> bool:
-                resp = requests.get(f"{self.etcd_url}/health", timeout=2)
+                with requests.Session() as plain:
+                    plain.trust_env = False  # no proxy for loopback
+                    resp = plain.get(f"{self.etcd_url}/health", timeout=2)
                 return resp.status_code == 200 and resp.json().get("health") == "true"
 
             return proc, ready
