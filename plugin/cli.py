@@ -288,12 +288,18 @@ def _configure_logging(args: argparse.Namespace, redactor: Redactor) -> None:
         )
 
 
+#: Seconds after which a process is taken to be a host that calls `main()`, not a fresh start.
+_LONG_LIVED = 30.0
+
+
 def process_started() -> float:
     """When this process was started, on the `time.monotonic()` clock.
 
     The render deadline counts from here, not from the end of the imports: Argo CD's clock
     started before the interpreter did, and on a loaded machine the start alone can take
-    seconds. Falls back to now when /proc cannot tell.
+    seconds. Falls back to now when /proc cannot tell, and when the process is older than any
+    interpreter start (`_LONG_LIVED`): then `main()` runs inside a long-lived host (a test
+    session, an embedding program), whose age says nothing about this render.
     """
     now = time.monotonic()
     try:
@@ -305,7 +311,9 @@ def process_started() -> float:
         age = uptime - int(fields[19]) / ticks
     except (OSError, ValueError, IndexError):
         return now
-    return now - min(max(age, 0.0), 60.0)
+    if not 0.0 <= age <= _LONG_LIVED:
+        return now
+    return now - age
 
 
 def _run(

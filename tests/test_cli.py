@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
-from plugin import __version__
+from plugin import __version__, cli
 from tests.conformance import clean_environment, run_plugin
 
 CANARY = "canary-Zq8vX2"
@@ -228,3 +229,14 @@ def test_remove_missing_logs_each_removed_key_in_verbose(
     assert "avp.kubernetes.io/remove-missing" in run.stderr
     assert CANARY not in run.stderr
     assert "gone" not in run.stdout
+
+
+def test_the_deadline_of_a_long_lived_host_counts_from_the_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A test session or embedding program calling main() is older than any interpreter start:
+    its age must not be taken off the render deadline (it once made every in-process render
+    time out at once)."""
+    monkeypatch.setattr(cli, "_LONG_LIVED", 0.0)
+    before = time.monotonic()
+    assert cli.process_started() >= before

@@ -197,13 +197,17 @@ def demo_command() -> tuple[dict[str, str], list[str]]:
     """The `make demo` recipe: (environment assignments, plugin arguments)."""
     lines = (ROOT / "Makefile").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if re.match(r"^demo\s*:", line))
-    recipe = []
+    commands: list[str] = []  # logical recipe lines: continuations joined, `@`/`-` dropped
+    pending = ""
     for line in lines[start + 1 :]:
         if not line.startswith("\t"):
             break
-        recipe.append(line.strip())
-    commands = " ".join(recipe).replace("\\ ", " ").split("\n")  # join continuation lines
-    (command,) = [line for line in commands if re.search(r"\bplugin\b", line)]
+        text = line.strip()
+        pending += text.removesuffix("\\").strip() + " "
+        if not text.endswith("\\"):
+            commands.append(pending.strip().lstrip("@-"))
+            pending = ""
+    (command,) = [line for line in commands if re.search(r"/bin/plugin\b", line)]
     words = shlex.split(command)
     at = next(i for i, word in enumerate(words) if word.endswith("/plugin") or word == "plugin")
     # Make-specific assignments (PATH to .tools/bin) are the test environment's job here.
