@@ -6,5 +6,9 @@ what was read; never a value) in the sidecar's cache volume; `refs` answers "whi
 use this path?" from that index. The watcher that polls the references and asks Argo CD to
 re-render an Application is not built yet (see docs/rotation.md).
 
+`kube` is the watcher's minimal Kubernetes API client (in-cluster service account: the
+hard-refresh merge patch of an Application, Lease get/create/update); `lease` is leader election
+on a Lease with client-go's semantics, so one watcher of several replicas acts.
+
 Layer: above `render` (it wraps the backend factory the renderers use), below `serve` and `cli`.
 """
