@@ -39,7 +39,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +47,14 @@ from plugin.config import Settings
 from plugin.errors import MissingPathError
 from plugin.render.chart_cache import cache_root
 from plugin.secrets.base import Backend, SecretData, SecretRef
+from plugin.secrets.base import read_version as version_of_read
 from plugin.security.policy import Decision
 
-#: Version of the record format (a reader skips records of another format).
-FORMAT = 1
+#: Version of the record format. 2 added `Reference.read_version`; readers accept every
+#: format from 1 to this one (fields they do not know are ignored, missing ones default) and
+#: skip any other, so a newer record never breaks an older reader's listing.
+FORMAT = 2
+READABLE_FORMATS = frozenset({1, 2})
 INDEX_DIR = "rotation"
 APPS_DIR = "apps"
 KEY_FILE = "fingerprint.key"
@@ -192,6 +196,10 @@ class Reference:
     status: str = "read"
     #: Keyed fingerprint of what was read (see `fingerprint`); "" when missing.
     fingerprint: str = ""
+    #: The version actually read: KV v2 `data.metadata.version` of the read response (the
+    #: pinned version when pinned), or the version of a versioned file-backend secret. None
+    #: for KV v1, unversioned secrets, missing paths and records of format 1.
+    read_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -218,9 +226,9 @@ class Record:
         """A record, or None when the text is not one of this format (skipped by readers)."""
         try:
             body = json.loads(text)
-            if not isinstance(body, dict) or body.get("format") != FORMAT:
+            if not isinstance(body, dict) or body.get("format") not in READABLE_FORMATS:
                 return None
-            references = tuple(Reference(**item) for item in body["references"])
+            references = tuple(_reference(item) for item in body["references"])
             identity = {str(k): str(v) for k, v in dict(body["identity"]).items()}
             return cls(
                 name=str(body["name"]),
@@ -229,9 +237,24 @@ class Record:
                 identity=identity,
                 references=references,
                 rendered_at=str(body.get("rendered_at", "")),
+                format=int(body["format"]),
             )
         except (ValueError, TypeError, KeyError):
             return None
+
+
+_REFERENCE_FIELDS = frozenset(field.name for field in fields(Reference))
+
+
+def _reference(item: Any) -> Reference:
+    """A reference from its JSON, ignoring fields this version does not know."""
+    if not isinstance(item, dict):
+        raise TypeError("a reference must be an object")
+    known = {key: value for key, value in item.items() if key in _REFERENCE_FIELDS}
+    for key, value in known.items():
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"reference field {key} must be text")
+    return Reference(**known)
 
 
 def write_record(root: Path, record: Record) -> Path:
@@ -354,7 +377,12 @@ def build_record(
         address = (settings.get("VAULT_AGENT_ADDR") or settings.get("VAULT_ADDR") or "").strip()
     default_kv = (settings.get("AVP_KV_VERSION") or "2").strip() if backend == "vault" else None
     references: list[Reference] = []
-    for ref, data in sorted(recorder.reads.items()):
+    # A key, not SecretRef's ordering: a path read both pinned and unpinned has a None version.
+    reads = sorted(
+        recorder.reads.items(),
+        key=lambda item: (item[0].path, item[0].version or "", item[0].kv_version or ""),
+    )
+    for ref, data in reads:
         references.append(
             Reference(
                 backend=backend,
@@ -364,6 +392,7 @@ def build_record(
                 kv_version=(ref.kv_version or "").strip() or default_kv,
                 status="missing" if data is None else "read",
                 fingerprint="" if data is None else fingerprint(key, data),
+                read_version=None if data is None else version_of_read(data),
             )
         )
     return Record(

@@ -35,6 +35,28 @@ class SecretRef:
 SecretData = Mapping[str, Any]
 
 
+class VersionedData(dict[str, Any]):
+    """The keys of a secret plus the version of the secret they were read at.
+
+    Why a mapping with an attribute rather than a new return type: every consumer of a read
+    (the engine, the redactor, the reference index, Helm values) keeps treating it as the
+    secret's keys; only those that care about provenance (`| version`, the reference index)
+    ask `read_version`. The version is never one of the keys, so it can never shadow or be
+    mistaken for a secret key.
+    """
+
+    __slots__ = ("version",)
+
+    def __init__(self, data: Mapping[str, Any], version: str) -> None:
+        super().__init__(data)
+        self.version = version
+
+
+def read_version(data: SecretData) -> str | None:
+    """The version a read returned (KV v2, versioned file secrets); None when there is none."""
+    return data.version if isinstance(data, VersionedData) else None
+
+
 class Backend(Protocol):
     """A secret store: log in once, then read whole paths."""
 

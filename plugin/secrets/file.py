@@ -2,7 +2,8 @@
 
 Format (see the conformance pack's README): a mapping of path -> mapping of
 key -> value, or path -> {"@versions": [oldest, ..., current]} (1-based).
-A version asked of an unversioned path is ignored, as Vault KV v1 does.
+A version asked of an unversioned path is ignored, as Vault KV v1 does. A read of a
+versioned path carries its version number (`VersionedData`), as a KV v2 read does.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import yaml
 from plugin.config import Settings
 from plugin.errors import BackendError, ConfigError, MissingPathError
 from plugin.manifests.yamlio import load_one
-from plugin.secrets.base import SecretData, SecretRef
+from plugin.secrets.base import SecretData, SecretRef, VersionedData
 
 VERSIONS_KEY = "@versions"
 
@@ -74,14 +75,14 @@ class FileBackend:
             return entry if isinstance(entry, Mapping) else {}
         history = entry[VERSIONS_KEY]
         if ref.version is None:
-            return dict(history[-1])
+            return VersionedData(history[-1], str(len(history)))
         try:
             number = int(ref.version)
         except ValueError:
             raise BackendError(f"version {ref.version!r} of {ref.path} is not a number") from None
         if not 1 <= number <= len(history):
             raise MissingPathError(f"no version {number} of secret {ref.path} in {self._origin}")
-        return dict(history[number - 1])
+        return VersionedData(history[number - 1], str(number))
 
 
 def _check_entry(path: Path, name: str, entry: Any) -> None:

@@ -60,7 +60,7 @@ import urllib3
 
 from plugin.config import Settings, get_duration, parse_go_bool
 from plugin.errors import BackendError, ConfigError, MissingPathError
-from plugin.secrets.base import BackendOptions, SecretData, SecretRef
+from plugin.secrets.base import BackendOptions, SecretData, SecretRef, VersionedData
 from plugin.secrets.vault.auth import AuthMethod, LoginResult, make_auth_method
 from plugin.secrets.vault.tls import TLSSettings, VaultTLSAdapter
 from plugin.secrets.vault.token_cache import (
@@ -440,6 +440,54 @@ class ReadPlan:
     mount: MountInfo | None
 
 
+@dataclass(frozen=True)
+class KVState:
+    """What a rotation poll learns about a KV v2 secret, never its values."""
+
+    #: `current_version` of the metadata (text), None when nothing is stored at the path.
+    current_version: str | None
+    #: When that version was written (RFC 3339, UTC, as Vault reports it); "" when unknown.
+    created_time: str = ""
+    #: "metadata" (the metadata endpoint) or "data" (the data endpoint, metadata denied).
+    source: str = "metadata"
+
+
+def _metadata_version(metadata: object) -> str | None:
+    """`version` of a KV v2 read's `data.metadata`, as text; None when absent."""
+    if not isinstance(metadata, dict):
+        return None
+    number = metadata.get("version")
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        return None
+    return str(number)
+
+
+def _state_from_metadata(data: Mapping[str, Any]) -> KVState:
+    """The current version (and its creation time) from a metadata endpoint's `data`."""
+    number = data.get("current_version")
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        return KVState(None)
+    versions = data.get("versions")
+    entry = versions.get(str(number)) if isinstance(versions, dict) else None
+    created = entry.get("created_time") if isinstance(entry, dict) else None
+    return KVState(str(number), str(created or ""))
+
+
+def _metadata_path(path: str, plan: ReadPlan) -> str:
+    """`<mount>/metadata/<name>` for the KV v2 read `plan` (`<mount>/data/<name>`)."""
+    if plan.mount is not None:
+        rest = plan.api_path[len(plan.mount.path) :]
+        return f"{plan.mount.path}metadata/{rest.removeprefix('data/')}"
+    # The mount lookup gave no answer: AVP semantics, the path holds `/data/` after the mount.
+    head, found, tail = plan.api_path.partition("/data/")
+    if not found or not head or not tail:
+        raise BackendError(
+            f"cannot tell the KV v2 mount of {path} (the mount lookup gave no answer and the "
+            "path has no /data/ segment)"
+        )
+    return f"{head}/metadata/{tail}"
+
+
 class VaultBackend:
     """The `Backend` for Vault/OpenBao KV v1 and v2 (see the module docstring)."""
 
@@ -471,6 +519,7 @@ class VaultBackend:
         self._unknown_mounts: set[str] = set()
         self._pending_mounts: dict[str, threading.Event] = {}
         self._mount_lock = threading.Lock()
+        self._metadata_denied: set[str] = set()
 
     # -- Backend protocol ---------------------------------------------------------------------
 
@@ -494,6 +543,57 @@ class VaultBackend:
 
     def close(self) -> None:
         self.transport.close()
+
+    # -- rotation polls ---------------------------------------------------------------------------
+
+    def kv2_state(self, ref: SecretRef) -> KVState | None:
+        """The current version of a KV v2 secret, from its metadata endpoint (no values).
+
+        None when `ref` is not on a KV v2 mount (the caller reads it and compares keyed
+        fingerprints instead). When the identity may read `<mount>/data/<path>` but not
+        `<mount>/metadata/<path>` (a Vault policy written for renders only), the data endpoint
+        is read once instead and only its `metadata` is kept; the denial is remembered for
+        the life of this backend so later polls go straight there.
+        """
+        plan = self._plan(ref)
+        if plan.kv_version != 2:
+            return None
+        metadata_path = _metadata_path(ref.path, plan)
+        if metadata_path not in self._metadata_denied:
+            response = self._authed(
+                "GET", metadata_path, what=f"reading the metadata of {ref.path}"
+            )
+            status = response.status_code
+            if status == 200:
+                data = _json(response).get("data")
+                return _state_from_metadata(data if isinstance(data, dict) else {})
+            if status == 404:
+                return KVState(None, source="metadata")
+            if status not in {401, 403}:
+                detail = _error_text(response, [self._token])
+                raise BackendError(
+                    f"Vault answered HTTP {status} reading the metadata of {ref.path}"
+                    + (f": {detail}" if detail else "")
+                )
+            log.debug("metadata of %s denied; reading its data endpoint instead", ref.path)
+            self._metadata_denied.add(metadata_path)
+        response = self._authed("GET", plan.api_path, what=f"reading {ref.path}")
+        status = response.status_code
+        body = _json(response)
+        data = body.get("data")
+        metadata = data.get("metadata") if isinstance(data, dict) else None
+        if status in {200, 404}:
+            number = _metadata_version(metadata)
+            if number is None:
+                return KVState(None, source="data")
+            created = metadata.get("created_time") if isinstance(metadata, dict) else None
+            return KVState(number, str(created or ""), source="data")
+        if status in {401, 403}:
+            raise self._denied(f"reading {ref.path}")
+        detail = _error_text(response, [self._token])
+        raise BackendError(
+            f"Vault answered HTTP {status} reading {ref.path}" + (f": {detail}" if detail else "")
+        )
 
     # -- plugin check ---------------------------------------------------------------------------
 
@@ -723,7 +823,8 @@ class VaultBackend:
                     )
                 if not isinstance(inner, dict):
                     raise BackendError(f"the secret at {shown} is not a key/value mapping")
-                return inner
+                read = _metadata_version(data.get("metadata")) or version
+                return VersionedData(inner, read) if read else inner
             if not isinstance(data, dict):
                 raise BackendError(f"the secret at {shown} is not a key/value mapping")
             return data
