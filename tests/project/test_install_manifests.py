@@ -5,7 +5,12 @@ Kubernetes schemas (kubernetes-validate, offline), the rest passes structural ch
 - the Kustomize Component builds with the real kustomize against a minimal local stand-in of
   Argo CD's `argocd-repo-server` Deployment (the real install cannot be fetched offline), and
   the result has the sidecar with the required mounts and the restrictive securityContext;
-- the Helm values hold exactly the same container and volumes as the Kustomize patch;
+- the Helm values hold exactly the same containers and volumes as the Kustomize patch, and the
+  same RBAC rules (`repoServer.rbac`) as the Component's Role;
+- the rotation watcher (`plugin watch`) is a second container of the repo-server pod sharing the
+  sidecar's cache volume and identity; its Role and RoleBinding, built by kustomize and applied
+  to the real kube-apiserver (`kube_api`), let the repo-server's service account do exactly what
+  the watcher needs (SubjectAccessReview), nothing more;
 - the example Application and ApplicationSet select the plugin by its name and only use
   parameters the plugin knows.
 """
@@ -15,7 +20,9 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,9 @@ import pytest
 import yaml
 
 from plugin.argocd.request import PARAMETERS
+from plugin.rotation.kube import KubeClient, KubeConfig, KubeError
+from plugin.rotation.lease import DEFAULT_LEASE_NAME, ElectionConfig, LeaderElector
+from tests.kube_fixture import KubeAPI, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CMP_CONFIG = ROOT / "cmp-config"
@@ -35,6 +45,12 @@ HELM_VALUES = INSTALL / "helm-values.yaml"
 PLUGIN_YAMLS = (CMP_CONFIG / "plugin.yaml", CMP_CONFIG / "plugin-with-discovery.yaml")
 K8S_VERSION = kubernetes_validate.latest_version()
 SIDECAR = "argocd-secrets-plugin"
+WATCHER = "argocd-secrets-plugin-watch"
+WATCH_RBAC = COMPONENT / "watch-rbac.yaml"
+WATCH_LEASE = "argocd-secrets-plugin-watch"
+PLUGIN_CONTAINERS = {SIDECAR, WATCHER}
+#: The default of PLUGIN_WATCH_PORT (/metrics and /healthz of `plugin watch`).
+WATCH_PORT = 9102
 PLACEHOLDER_IMAGE = "ghcr.io/example/argocd-secrets-plugin:0.1.0"
 
 #: Custom resources and tool files that have no Kubernetes schema: checked by hand below.
@@ -179,6 +195,7 @@ def test_the_expected_files_exist() -> None:
         "cmp-config/plugin.yaml",
         "cmp-config/install/kustomize/kustomization.yaml",
         "cmp-config/install/kustomize/repo-server-patch.yaml",
+        "cmp-config/install/kustomize/watch-rbac.yaml",
         "cmp-config/install/helm-values.yaml",
         "cmp-config/install/vault-settings.example.yaml",
         "cmp-config/install/networkpolicy.yaml",
@@ -226,7 +243,7 @@ def test_non_kubernetes_yaml_is_known() -> None:
             assert isinstance(doc, dict), f"{path}: a document is not a mapping"
             if path == HELM_VALUES:
                 assert set(doc) == {"repoServer"}
-                assert set(doc["repoServer"]) == {"extraContainers", "volumes"}
+                assert set(doc["repoServer"]) == {"extraContainers", "volumes", "rbac"}
             elif path.name == "secrets.yaml":  # file-backend secrets: path -> mapping
                 for key, value in doc.items():
                     assert isinstance(key, str) and isinstance(value, dict), f"{path}: {key}"
@@ -400,7 +417,7 @@ def check_sidecar_pod(pod: dict[str, Any]) -> None:
     for name in ("cmp-tmp", "plugin-home", "plugin-cache"):
         assert "emptyDir" in volumes[name], f"{name} must be an emptyDir"
     # The sidecar's /tmp is its own, never the repo-server's.
-    repo_server = [c for c in pod["containers"] if c["name"] != SIDECAR]
+    repo_server = [c for c in pod["containers"] if c["name"] not in PLUGIN_CONTAINERS]
     for container in repo_server:
         for mount in container.get("volumeMounts") or []:
             if mount["mountPath"] == "/tmp":
@@ -415,6 +432,42 @@ def check_sidecar_pod(pod: dict[str, Any]) -> None:
     for container in repo_server:
         names = {m["name"] for m in container.get("volumeMounts") or []}
         assert not names & {"plugin-sa-token", "plugin-vault-token", "plugin-cache"}
+    check_watcher_pod(pod)
+
+
+def _watcher(pod: dict[str, Any]) -> dict[str, Any]:
+    matches = [c for c in pod["containers"] if c["name"] == WATCHER]
+    assert len(matches) == 1
+    return matches[0]
+
+
+def check_watcher_pod(pod: dict[str, Any]) -> None:
+    """The rotation watcher: same image, identity and cache volume as the sidecar (the index and
+    the Vault token cache live there), its own /tmp, no readiness probe (it would take the whole
+    repo-server out of its Service)."""
+    sidecar, watcher = _sidecar(pod), _watcher(pod)
+    assert watcher["command"] == ["plugin", "watch"]
+    assert "args" not in watcher
+    assert watcher["image"] == sidecar["image"]
+    assert watcher["envFrom"] == sidecar["envFrom"]
+    assert watcher["securityContext"] == RESTRICTED_SECURITY_CONTEXT  # same UID: the index is 0700
+    assert {"cpu", "memory"} <= set(watcher["resources"]["requests"])
+    assert "memory" in watcher["resources"]["limits"]
+    sidecar_mounts = {m["name"]: m for m in sidecar["volumeMounts"]}
+    mounts = {m["name"]: m for m in watcher["volumeMounts"]}
+    for shared in ("plugin-cache", "plugin-sa-token", "plugin-vault-token"):
+        assert mounts[shared] == sidecar_mounts[shared], shared
+    # nothing of the renders' scratch space, of the cmp-server socket or of the repo-server
+    assert not set(mounts) & {"cmp-tmp", "plugin-home", "var-files", "plugins", "tmp"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["watch-tmp"]["mountPath"] == "/tmp" and "emptyDir" in volumes["watch-tmp"]
+    assert set(mounts) <= set(volumes)
+    assert "readinessProbe" not in watcher and "startupProbe" not in watcher
+    probe = watcher["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz"
+    (port,) = watcher["ports"]
+    assert probe["port"] == port["name"]
+    assert port["containerPort"] == WATCH_PORT
 
 
 def test_patch_gives_the_sidecar_what_it_needs() -> None:
@@ -432,6 +485,9 @@ def test_helm_values_match_the_kustomize_patch() -> None:
     pod = _patch_pod()
     assert values["extraContainers"] == pod["containers"]
     assert values["volumes"] == pod["volumes"]
+    # the chart's repo-server Role (bound to its service account) gets the watcher's rules
+    (role,) = [doc for doc in documents(WATCH_RBAC) if doc["kind"] == "Role"]
+    assert values["rbac"] == role["rules"]
     # Rendered through the chart's `tpl`: no template markers.
     assert "{{" not in HELM_VALUES.read_text()
 
@@ -485,7 +541,9 @@ def test_network_policy_allows_what_the_sidecar_needs() -> None:
 # ------------------------------------------------------------------------------ kustomize build
 
 
-def _build(kustomize_bin: str, tmp_path: Path, extra: str = "") -> list[dict[str, Any]]:
+def _build(
+    kustomize_bin: str, tmp_path: Path, extra: str = "", namespace: str = "argocd"
+) -> list[dict[str, Any]]:
     base = tmp_path / "stand-in-base"
     base.mkdir()
     (base / "deployment.yaml").write_text(STAND_IN_DEPLOYMENT)
@@ -498,7 +556,7 @@ def _build(kustomize_bin: str, tmp_path: Path, extra: str = "") -> list[dict[str
     (overlay / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\n"
         "kind: Kustomization\n"
-        "namespace: argocd\n"
+        f"namespace: {namespace}\n"
         "resources: [../stand-in-base]\n"
         f"components: [{os.path.relpath(COMPONENT, overlay)}]\n" + extra
     )
@@ -513,8 +571,14 @@ def _build(kustomize_bin: str, tmp_path: Path, extra: str = "") -> list[dict[str
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
+def _by_kind(built: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    kinds = {doc["kind"]: doc for doc in built}
+    assert sorted(kinds) == ["Deployment", "Role", "RoleBinding"], [d["kind"] for d in built]
+    return kinds
+
+
 def test_component_builds_onto_the_repo_server(kustomize_bin: str, tmp_path: Path) -> None:
-    (deployment,) = _build(kustomize_bin, tmp_path)
+    deployment = _by_kind(_build(kustomize_bin, tmp_path))["Deployment"]
     assert deployment["metadata"] == {
         "name": "argocd-repo-server",
         "namespace": "argocd",
@@ -526,7 +590,9 @@ def test_component_builds_onto_the_repo_server(kustomize_bin: str, tmp_path: Pat
     assert _sidecar(pod)["image"] == PLACEHOLDER_IMAGE
     # The stock parts are untouched.
     stock = yaml.safe_load(STAND_IN_DEPLOYMENT)["spec"]["template"]["spec"]
-    assert [c for c in pod["containers"] if c["name"] != SIDECAR] == stock["containers"]
+    assert [c for c in pod["containers"] if c["name"] not in PLUGIN_CONTAINERS] == stock[
+        "containers"
+    ]
     assert pod["initContainers"] == stock["initContainers"]
     assert pod["automountServiceAccountToken"] is False
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
@@ -541,6 +607,140 @@ def test_component_image_is_replaceable(kustomize_bin: str, tmp_path: Path) -> N
         "    newName: registry.example.com/platform/argocd-secrets-plugin\n"
         "    newTag: 1.2.3\n"
     )
-    (deployment,) = _build(kustomize_bin, tmp_path, extra)
-    sidecar = _sidecar(deployment["spec"]["template"]["spec"])
-    assert sidecar["image"] == "registry.example.com/platform/argocd-secrets-plugin:1.2.3"
+    deployment = _by_kind(_build(kustomize_bin, tmp_path, extra))["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    for container in (_sidecar(pod), _watcher(pod)):
+        assert container["image"] == "registry.example.com/platform/argocd-secrets-plugin:1.2.3"
+
+
+# ------------------------------------------------------------------------------ watcher RBAC
+
+
+def test_watch_rbac_follows_the_install_namespace(kustomize_bin: str, tmp_path: Path) -> None:
+    built = _by_kind(_build(kustomize_bin, tmp_path, namespace="argo-prod"))
+    role, binding = built["Role"], built["RoleBinding"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "argo-prod"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    # no namespace on the subject: the binding's own, wherever Argo CD is installed
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "argocd-repo-server"}]
+    for doc in (role, binding):
+        _validate(doc, "kustomize build")
+
+
+#: (verb, resource, name or "") -> allowed, for the repo-server's service account in its namespace
+WATCHER_ACCESS = {
+    ("get", "applications.argoproj.io", "any-app"): True,
+    ("patch", "applications.argoproj.io", "any-app"): True,
+    ("get", "leases.coordination.k8s.io", WATCH_LEASE): True,
+    ("update", "leases.coordination.k8s.io", WATCH_LEASE): True,
+    ("create", "leases.coordination.k8s.io", ""): True,
+    # nothing else
+    ("list", "applications.argoproj.io", ""): False,
+    ("watch", "applications.argoproj.io", ""): False,
+    ("update", "applications.argoproj.io", "any-app"): False,
+    ("create", "applications.argoproj.io", ""): False,
+    ("delete", "applications.argoproj.io", "any-app"): False,
+    ("patch", "appprojects.argoproj.io", "default"): False,
+    ("get", "leases.coordination.k8s.io", "another-controller-lease"): False,
+    ("update", "leases.coordination.k8s.io", "another-controller-lease"): False,
+    ("patch", "leases.coordination.k8s.io", WATCH_LEASE): False,
+    ("delete", "leases.coordination.k8s.io", WATCH_LEASE): False,
+    ("list", "leases.coordination.k8s.io", ""): False,
+    ("get", "secrets", "argocd-secrets-plugin-vault"): False,
+    ("list", "secrets", ""): False,
+    ("get", "configmaps", "argocd-cm"): False,
+    ("patch", "deployments.apps", "argocd-repo-server"): False,
+}
+
+
+@pytest.mark.integration
+def test_watch_rbac_allows_exactly_what_the_watcher_needs(
+    kustomize_bin: str, kube_api: KubeAPI, tmp_path: Path
+) -> None:
+    """The Role and RoleBinding as kustomize builds them, on the real API server, in a namespace
+    of their own (the session's other tests bind roles to accounts of `argocd`)."""
+    namespace = f"argocd-{uuid.uuid4().hex[:8]}"
+    built = _by_kind(_build(kustomize_bin, tmp_path, namespace=namespace))
+    kube_api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    kube_api.apply(built["Role"])
+    kube_api.apply(built["RoleBinding"])
+    user = f"system:serviceaccount:{namespace}:argocd-repo-server"
+
+    def allowed(verb: str, resource: str, name: str, ns: str = namespace) -> bool:
+        attrs = {"namespace": ns, **({"name": name} if name else {})}
+        return bool(kube_api.can(user, verb, resource, **attrs))
+
+    wait_for(
+        lambda: allowed("patch", "applications.argoproj.io", "any-app"),
+        "RBAC of the shipped Role",
+        timeout=30,
+        interval=0.05,
+    )
+    found = {key: allowed(*key) for key in WATCHER_ACCESS}
+    assert found == WATCHER_ACCESS
+    # namespaced: Applications and Leases elsewhere are out of reach
+    assert not allowed("patch", "applications.argoproj.io", "any-app", ns="argocd")
+    assert not allowed("create", "leases.coordination.k8s.io", "", ns="default")
+
+
+@pytest.mark.integration
+def test_watch_rbac_is_enough_for_the_watcher_code(
+    kustomize_bin: str, kube_api: KubeAPI, tmp_path: Path
+) -> None:
+    """With a real token of the bound service account, the watcher's client elects itself on
+    the shipped Lease name and patches an Application: the Role misses nothing it does."""
+    assert DEFAULT_LEASE_NAME == WATCH_LEASE
+    namespace = f"argocd-{uuid.uuid4().hex[:8]}"
+    built = _by_kind(_build(kustomize_bin, tmp_path, namespace=namespace))
+    kube_api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    account = {"apiVersion": "v1", "kind": "ServiceAccount"}
+    kube_api.apply({**account, "metadata": {"name": "argocd-repo-server", "namespace": namespace}})
+    kube_api.apply(built["Role"])
+    kube_api.apply(built["RoleBinding"])
+    issued = kube_api.create(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/argocd-repo-server/token",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
+    )
+    app = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": "guestbook", "namespace": namespace},
+        "spec": {
+            "project": "default",
+            "source": {"repoURL": "https://git.example.invalid/a.git", "path": "."},
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": "x"},
+        },
+    }
+    kube_api.apply(app)
+
+    sa_dir = tmp_path / "serviceaccount"
+    sa_dir.mkdir()
+    (sa_dir / "token").write_text(issued["status"]["token"])
+    (sa_dir / "namespace").write_text(namespace)
+    shutil.copyfile(kube_api.ca_file, sa_dir / "ca.crt")
+    host, port = kube_api.url.removeprefix("https://").rsplit(":", 1)
+    config = KubeConfig.in_cluster(
+        {
+            "KUBERNETES_SERVICE_HOST": host,
+            "KUBERNETES_SERVICE_PORT": port,
+            "PLUGIN_KUBE_SERVICE_ACCOUNT_DIR": str(sa_dir),
+        }
+    )
+    with KubeClient(config) as client:
+        elector = LeaderElector(client, ElectionConfig(identity="repo-server-0_test"))
+        wait_for(elector.step, "the watcher leads on the shipped Lease", timeout=30, interval=0.1)
+        patched = client.request_hard_refresh("guestbook")
+        assert patched["metadata"]["annotations"]["argocd.argoproj.io/refresh"] == "hard"
+        assert elector.release()
+        with pytest.raises(KubeError, match="HTTP 403 Forbidden"):  # another Lease: no
+            client.update_lease(
+                {"metadata": {"name": "other", "namespace": namespace, "resourceVersion": "1"}}
+            )
+    lease = kube_api.get(
+        f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{WATCH_LEASE}"
+    )
+    assert lease["spec"]["holderIdentity"] == ""
