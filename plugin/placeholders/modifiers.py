@@ -7,7 +7,8 @@ it only matters when a value is missing) and `reindent N`, an `indent` that
 keeps relative indentation and blank lines.
 
 `fingerprint` (a keyed HMAC for pod-template annotations, so pods roll when a secret
-rotates) needs the operator's key: it arrives through an explicit `ModifierContext` that the
+rotates) needs the operator's key, and `version` (the KV v2 version the placeholder was read
+at) the provenance of the read: both arrive through an explicit `ModifierContext` that the
 engine passes to `apply`, never through global state.
 """
 
@@ -370,6 +371,11 @@ class ModifierContext:
 
     fingerprint_key: bytes | None = None
     fingerprint_refusal: str = f"{FINGERPRINT_KEY_SETTING} is not set in the sidecar"
+    #: The version of the secret the placeholder was read at (`| version`): set by the
+    #: substitution for that one placeholder; None when the read has no version.
+    read_version: str | None = None
+    #: Why there is no version (shown as the placeholder's error).
+    read_version_refusal: str = "no secret version was read"
 
 
 NO_CONTEXT = ModifierContext()
@@ -412,10 +418,29 @@ def fingerprint(args: tuple[str, ...], value: Any, context: ModifierContext = NO
     return FINGERPRINT_PREFIX + digest[:FINGERPRINT_HEX]
 
 
+def version(args: tuple[str, ...], value: Any, context: ModifierContext = NO_CONTEXT) -> str:
+    """The version number of the secret the placeholder was read from, as text (`"3"`).
+
+    It replaces the value (which is never used, so it can be put where anyone can see it): a
+    pod-template annotation that rolls the pods when a new KV v2 version is written, like
+    `fingerprint` but without a key. KV v2 reads (and versioned secrets of the file backend)
+    have a version; KV v1 and unversioned secrets do not, and that is an error, never a
+    made-up "0": an annotation that never changes would silently never roll anything.
+    """
+    _require_no_args(args)
+    if context.read_version is None:
+        raise ModifierError(context.read_version_refusal)
+    return context.read_version
+
+
 #: Modifiers that take the run's `ModifierContext` as a third argument.
 CONTEXTUAL: Mapping[str, Callable[[tuple[str, ...], Any, ModifierContext], Any]] = {
     "fingerprint": fingerprint,
+    "version": version,
 }
+
+#: Modifiers that need the read's provenance in their context (`ModifierContext.read_version`).
+NEEDS_READ_VERSION = frozenset({"version"})
 
 
 REGISTRY: Mapping[str, ModifierFunction] = {
@@ -429,6 +454,7 @@ REGISTRY: Mapping[str, ModifierFunction] = {
     "reindent": reindent,
     DEFAULT: default,
     "fingerprint": fingerprint,
+    "version": version,
 }
 
 

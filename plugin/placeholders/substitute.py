@@ -10,6 +10,7 @@ Values are never re-scanned, so a secret that contains `<path:…>` stays as is.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import json
 import logging
@@ -24,7 +25,7 @@ from plugin.manifests.reader import Document
 from plugin.placeholders import annotations as ann
 from plugin.placeholders import grammar, modifiers
 from plugin.placeholders.grammar import Placeholder
-from plugin.secrets.base import SecretData, SecretRef
+from plugin.secrets.base import SecretData, SecretRef, read_version
 from plugin.security.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -430,9 +431,12 @@ class _Substitution:
         if found is None:
             detail = str(match.error) if match.error else "invalid placeholder"
             raise _SiteError(Status.INVALID, detail)
-        value, ref_text = self._lookup(found)
+        value, ref_text, read = self._lookup(found)
         statements = found.modifiers
         status = Status.OK
+        context = self.rules.modifier_context
+        if any(m.name in modifiers.NEEDS_READ_VERSION for m in statements):
+            context = _with_read_version(context, read, ref_text)
         if value is None:
             fallback = next(
                 (i for i, m in enumerate(statements) if m.name == modifiers.DEFAULT), None
@@ -444,9 +448,7 @@ class _Substitution:
             status = Status.DEFAULTED
         try:
             for statement in statements:
-                value = modifiers.apply(
-                    statement.name, statement.args, value, self.rules.modifier_context
-                )
+                value = modifiers.apply(statement.name, statement.args, value, context)
         except ModifierError as exc:
             raise _SiteError(Status.MODIFIER_ERROR, str(exc)) from None
         if value is None:
@@ -474,8 +476,9 @@ class _Substitution:
             )
         return fallback.raw_argument, Status.DEFAULTED
 
-    def _lookup(self, found: Placeholder) -> tuple[Any, str]:
-        """The raw value of a placeholder's key; None when missing and defaultable."""
+    def _lookup(self, found: Placeholder) -> tuple[Any, str, SecretData | None]:
+        """The raw value of a placeholder's key (None when missing and defaultable), the
+        reference as shown in messages, and the secret read (None when nothing was)."""
         if found.path is not None:
             if not path_allowed(self.rules, found.path):
                 raise _SiteError(Status.DENIED, _denied(self.rules, found.path))
@@ -485,18 +488,38 @@ class _Substitution:
             if ref is None:
                 if self.notes.path:  # set, but refused by AVP_PATH_VALIDATION
                     raise _SiteError(Status.DENIED, _denied(self.rules, self.notes.path))
-                return None, "the empty avp.kubernetes.io/path annotation (nothing to read)"
+                return None, "the empty avp.kubernetes.io/path annotation (nothing to read)", None
         assert ref is not None
         data = self.results.get(ref)
         if data is None:
             raise _SiteError(Status.BACKEND_ERROR, f"{ref.describe()} was not read")
         if isinstance(data, MissingPathError):
             if any(m.name == modifiers.DEFAULT for m in found.modifiers):
-                return None, ref.describe()
+                return None, ref.describe(), None
             raise _SiteError(Status.MISSING_PATH, str(data))
         if isinstance(data, BackendError):
             raise _SiteError(Status.BACKEND_ERROR, str(data))
-        return data.get(found.key), ref.describe()
+        return data.get(found.key), ref.describe(), data
+
+
+def _with_read_version(
+    context: modifiers.ModifierContext, read: SecretData | None, ref_text: str
+) -> modifiers.ModifierContext:
+    """The run's context plus the version of this placeholder's read (`| version`)."""
+    if read is None:
+        return dataclasses.replace(
+            context,
+            read_version=None,
+            read_version_refusal=f"nothing was read from {ref_text}, so there is no version",
+        )
+    return dataclasses.replace(
+        context,
+        read_version=read_version(read),
+        read_version_refusal=(
+            f"{ref_text} has no version (a KV v1 secret or an unversioned file secret); "
+            "`version` needs KV v2"
+        ),
+    )
 
 
 def substitute(job: Job, results: FetchResults, rules: Rules) -> list[Site]:

@@ -1,10 +1,11 @@
 """Secret rotation: what each Application read at its last render, so a change can reach it.
 
 `index` records, after every successful `plugin generate`, which secret references an
-Application resolved (backend, address, path, pinned version, KV version, a keyed fingerprint of
-what was read; never a value) in the sidecar's cache volume; `refs` answers "which applications
-use this path?" from that index. The watcher that polls the references and asks Argo CD to
-re-render an Application is not built yet (see docs/rotation.md).
+Application resolved (backend, address, path, pinned version, KV version, the version read, a
+keyed fingerprint of what was read; never a value) in the sidecar's cache volume; `refs`
+answers "which applications use this path?" from that index; `poll` checks one record against
+the store (with the identity and tenant policy of its render) for a secret that changed since.
+The watcher that asks Argo CD to re-render an Application is not built yet (see docs/rotation.md).
 
 `kube` is the watcher's minimal Kubernetes API client (in-cluster service account: the
 hard-refresh merge patch of an Application, Lease get/create/update); `lease` is leader election

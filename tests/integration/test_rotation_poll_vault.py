@@ -18,7 +18,12 @@ import yaml
 
 from plugin.rotation import index, poll
 from tests.conftest import OpenBao
-from tests.integration.security_support import Plugin, assert_succeeded, encodings
+from tests.integration.security_support import (
+    Plugin,
+    assert_failed_cleanly,
+    assert_succeeded,
+    encodings,
+)
 from tests.integration.test_vault_support import FaultProxy, RootAPI, unique
 
 pytestmark = pytest.mark.integration
@@ -330,3 +335,42 @@ def test_a_project_without_a_rule_is_never_polled(
     assert result.refused == record.references and result.changed == ()
     assert "project team-a is refused by the tenant policy" in result.errors[0].message
     assert proxy.count() == 0
+
+
+# ------------------------------------------------------------------ `| version`
+
+
+def test_version_modifier_gives_the_kv2_version_read(
+    api: RootAPI, openbao: OpenBao, tmp_path: Path
+) -> None:
+    name = unique("ver-")
+    for value in (CANARY_1, CANARY_2, CANARY_3):
+        api("POST", f"{KV2}/data/{name}", {"data": {"password": value}})
+    plugin = token_sidecar(tmp_path, openbao.addr, openbao.root_token)
+    source = tmp_path / "deploy"
+    source.mkdir()
+    (source / "deploy.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n"
+        "    metadata:\n      annotations:\n"
+        f"        secrets/latest: <path:{KV2}/data/{name}#password | version>\n"
+        f"        secrets/friendly: <path:{KV2}/{name}#password | version>\n"
+        f"        secrets/pinned: <path:{KV2}/data/{name}#password#2 | version>\n"
+    )
+    (document,) = assert_succeeded(plugin.generate(source))
+    annotations = document["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"secrets/latest": "3", "secrets/friendly": "3", "secrets/pinned": "2"}
+
+
+def test_version_modifier_on_kv1_fails_naming_the_placeholder(
+    api: RootAPI, openbao: OpenBao, tmp_path: Path
+) -> None:
+    name = unique("ver1-")
+    api("POST", f"{KV1}/{name}", {"password": CANARY_1})
+    plugin = token_sidecar(tmp_path, openbao.addr, openbao.root_token)
+    run = plugin.generate(app(tmp_path / "v", f"<path:{KV1}/{name}#password | version>"))
+    assert_failed_cleanly(
+        run,
+        [CANARY_1, openbao.root_token],
+        f"<path:{KV1}/{name}#password | version>: modifier error: version: {KV1}/{name} has "
+        "no version (a KV v1 secret or an unversioned file secret)",
+    )
