@@ -1,13 +1,11 @@
 """The `plugin` console script and `python -m plugin`: the zygote when it serves, else in-process.
 
-Everything imported before the decision is cheap (`plugin.serve.client`: os, sys, socket,
-signal). When the zygote takes the request this process only waits for its exit status; when
-it cannot (none running, stale socket, other version or UID, protocol error, `PLUGIN_SERVE=off`)
-the command runs here through `plugin.cli`, exactly as before the zygote existed, with one line
-on stderr under `--verbose` saying why.
+Everything imported before the decision is cheap (`plugin.serve.client`: os, sys and the C
+modules `_socket` and `_signal`). When the zygote takes the request this process only waits
+for its exit status; when it cannot (none running, stale socket, other version or UID,
+protocol error, `PLUGIN_SERVE=off`) the command runs here through `plugin.cli`, exactly as
+before the zygote existed, with one line on stderr under `--verbose` saying why.
 """
-
-from __future__ import annotations
 
 import os
 import sys

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -108,7 +109,13 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+@functools.cache
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser, built once per process (the zygote builds it for its workers).
+
+    Building it costs more than parsing with it (gettext lookups and a terminal-size query per
+    option); parsing never changes it.
+    """
     parser = _Parser(
         prog="plugin",
         description="Render Argo CD application sources and replace <placeholders> with secrets.",
@@ -169,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     return parser
+
+
+def warm_up() -> None:
+    """What the zygote does once for all its workers: build the parser and parse a typical
+    command line, which compiles and caches the regular expressions argparse matches
+    arguments with. Nothing of a request, no setting, no secret."""
+    build_parser().parse_args(["generate", "."])
 
 
 def _add_config_flags(sub: argparse.ArgumentParser) -> None:
@@ -242,7 +256,7 @@ def _main(argv: Sequence[str] | None, redactor: Redactor) -> int:
         if args.command == "discover":
             return _discover(Path(args.path), sys.stdout)
         if args.command == "serve":
-            return serve_command.run(args, os.environ, sys.stdout, entry=main)
+            return serve_command.run(args, os.environ, sys.stdout, entry=main, warm=warm_up)
         if args.command == "refs":
             return refs_command.run(args, os.environ, sys.stdout)
         _configure_logging(args, redactor)

@@ -240,3 +240,8 @@ def test_the_deadline_of_a_long_lived_host_counts_from_the_call(
     monkeypatch.setattr(cli, "_LONG_LIVED", 0.0)
     before = time.monotonic()
     assert cli.process_started() >= before
+
+
+def test_the_parser_is_built_once_per_process() -> None:
+    """The zygote builds it once for all its workers (gettext and terminal-size lookups)."""
+    assert cli.build_parser() is cli.build_parser()

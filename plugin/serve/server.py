@@ -57,7 +57,18 @@ REQUEST_TIMEOUT_SECONDS = 30.0
 #: How often the zygote checks that its socket file is still its own.
 CHECK_INTERVAL_SECONDS = 30.0
 #: Libraries that the stages import lazily: imported by the zygote so children do not.
-THIRD_PARTY = ("yaml", "jinja2", "hvac", "requests", "urllib3", "certifi", "ssl", "ctypes")
+THIRD_PARTY = (
+    "yaml",
+    "jinja2",
+    "hvac",
+    "requests",
+    "urllib3",
+    "certifi",
+    "ssl",
+    "ctypes",
+    "ctypes.util",
+    "encodings.ascii",
+)
 _PR_SET_CHILD_SUBREAPER = 36
 _DESCRIPTORS = 4  # stdin, stdout, stderr, working directory
 
@@ -99,12 +110,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 #: The command line's entry point (`plugin.cli.main`), handed over by the command line itself:
 #: `serve` sits below `cli` in the import order.
 Entry = Callable[[], int]
+#: Work every request would otherwise repeat first, done once in the zygote before it forks
+#: (handed over by the command line: building its argument parser). It must not read a
+#: request's settings, build a backend or hold anything secret.
+Warm = Callable[[], object]
 
 
-def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, entry: Entry) -> int:
+def run(
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    out: TextIO,
+    entry: Entry,
+    warm: Warm | None = None,
+) -> int:
     """`plugin serve`: foreground zygote, `--status`, or `--exec PROGRAM`.
 
-    `entry` is what a worker runs for each request (`plugin.cli.main`, with sys.argv set).
+    `entry` is what a worker runs for each request (`plugin.cli.main`, with sys.argv set);
+    `warm` runs once in the zygote after the imports (see `Warm`).
     """
     path = os.path.abspath(args.socket) if args.socket else client.socket_path(environ)
     if args.status:
@@ -115,11 +137,11 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, entry
     if args.exec_argv is not None:
         if not args.exec_argv:
             raise UsageError("--exec needs a program to run")
-        start_detached(path, max_requests, entry)
+        start_detached(path, max_requests, entry, warm)
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(args.exec_argv[0], args.exec_argv)  # noqa: S606 - the operator's command
-    serve(path, max_requests, entry, listen_fd=args.listen_fd)
+    serve(path, max_requests, entry, listen_fd=args.listen_fd, warm=warm)
     return 0
 
 
@@ -200,10 +222,15 @@ def listen(path: str) -> socket.socket:
     return sock
 
 
-def preload() -> None:
-    """Import every module a request may need, then freeze them out of the garbage collector.
+def preload(warm: Warm | None = None) -> None:
+    """Import every module a request may need, do the work every request would repeat, then
+    freeze it all out of the garbage collector.
 
-    Only imports: no settings are read, no backend is built, nobody logs in.
+    Only imports and facts of the machine and the program: no settings are read, no backend is
+    built, nobody logs in. Each item was found in a worker's trace (strace -f) or profile:
+    the Landlock ABI probe runs `ldconfig -p` (ctypes.util.find_library) in a child process,
+    opening /proc files as text imports `encodings.ascii`, and building the argument parser
+    (`warm`) looks up gettext catalogues and the terminal size for each of its options.
     """
     import plugin
 
@@ -217,6 +244,14 @@ def preload() -> None:
     for name in THIRD_PARTY:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    from plugin.security import sandbox
+
+    try:
+        sandbox.kernel_abi()  # cached for the process: the kernel does not change under us
+    except Exception as exc:
+        _say(f"could not probe the sandbox ({type(exc).__name__})")
+    if warm is not None:
+        warm()
     gc.collect()
     gc.freeze()
 
@@ -249,7 +284,7 @@ def _ensure_standard_fds() -> None:
                 os.close(null)
 
 
-def start_detached(path: str, max_requests: int, entry: Entry) -> bool:
+def start_detached(path: str, max_requests: int, entry: Entry, warm: Warm | None = None) -> bool:
     """Start a zygote in its own session; wait until it listens. False if it did not start."""
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -264,7 +299,7 @@ def start_detached(path: str, max_requests: int, entry: Entry) -> bool:
             os.dup2(null, 0)
             os.dup2(null, 1)
             os.close(null)
-            serve(path, max_requests, entry, ready_fd=write_end)
+            serve(path, max_requests, entry, ready_fd=write_end, warm=warm)
             code = 0
         except AlreadyRunningError:
             with contextlib.suppress(OSError):
@@ -382,7 +417,13 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 def serve(
-    path: str, max_requests: int, entry: Entry, listen_fd: int | None = None, ready_fd: int = -1
+    path: str,
+    max_requests: int,
+    entry: Entry,
+    *,
+    listen_fd: int | None = None,
+    ready_fd: int = -1,
+    warm: Warm | None = None,
 ) -> None:
     """Run the zygote until SIGTERM (or until its socket file is taken away)."""
     _ensure_standard_fds()
@@ -396,7 +437,7 @@ def serve(
         info = os.lstat(path)
         zygote.inode = (info.st_dev, info.st_ino)
     try:
-        preload()
+        preload(warm)
         zygote.stamp = code_stamp()
         signal.signal(signal.SIGCHLD, _reap)
         signal.signal(signal.SIGTERM, _stop)
@@ -509,7 +550,27 @@ def _set_subreaper() -> None:
 
 
 def children_of(parent: int) -> list[int]:
-    """Processes whose parent is `parent` (from /proc; zombies included)."""
+    """Processes whose parent is `parent`, zombies included.
+
+    Read from `/proc/PID/task/TID/children` (one small file per thread of `parent`); only a
+    kernel without CONFIG_PROC_CHILDREN makes it read the status of every process of the
+    machine, which on a busy node costs more than the render of a small application.
+    """
+    try:
+        tasks = os.listdir(f"/proc/{parent}/task")
+        found: list[int] = []
+        for tid in tasks:
+            with open(f"/proc/{parent}/task/{tid}/children", "rb") as handle:
+                found.extend(int(pid) for pid in handle.read().split())
+    except FileNotFoundError:
+        return _children_by_scan(parent)
+    except OSError:
+        return _children_by_scan(parent)
+    return found
+
+
+def _children_by_scan(parent: int) -> list[int]:
+    """`children_of` the slow way: the parent field of every process in /proc."""
     found: list[int] = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -596,8 +657,7 @@ def supervise(conn: socket.socket, zygote: Zygote) -> int:
             os._exit(70)
     _close_all(request.fds)
     wait_status, client_gone = _watch(conn, pid)
-    sweep()
-    shutil.rmtree(scratch, ignore_errors=True)
+    sweep()  # before the status: when the client returns, no process of its render is left
     if not client_gone:
         if os.WIFSIGNALED(wait_status):
             reply = b"K%d\n" % os.WTERMSIG(wait_status)
@@ -605,6 +665,9 @@ def supervise(conn: socket.socket, zygote: Zygote) -> int:
             reply = b"S%d\n" % os.waitstatus_to_exitcode(wait_status)
         with contextlib.suppress(OSError):
             conn.sendall(reply)
+    # After the status: the client need not wait for it, nothing reads the directory any more
+    # (its processes are gone) and nothing secret is in it (the guide's rule).
+    shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

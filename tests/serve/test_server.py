@@ -349,3 +349,55 @@ def test_exec_starts_a_detached_zygote_then_becomes_the_program(
     finally:
         if "pid" in status:
             os.kill(int(status["pid"]), signal.SIGTERM)
+
+
+PRELOAD_PROBE = """
+import sys
+from plugin.serve import server
+from plugin.security import sandbox
+warmed = []
+server.preload(lambda: warmed.append(True))
+print(warmed == [True], sandbox.kernel_abi.cache_info().currsize,
+      sandbox._lib.cache_info().currsize, "encodings.ascii" in sys.modules)
+"""
+
+
+def test_the_zygote_does_once_what_every_request_would_repeat() -> None:
+    """Found in a worker's strace: the Landlock probe ran `ldconfig -p` (find_library) in every
+    worker, reading /proc as text imported a codec, the parser was rebuilt per request."""
+    proc = subprocess.run(
+        [PYTHON_BIN, "-c", PRELOAD_PROBE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert proc.stdout.split() == ["True", "1", "1", "True"]
+
+
+def _state(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rfind(")") + 2]
+
+
+def test_children_are_found_without_reading_every_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The supervisor's sweep reads its own children list, not /proc/*/stat of the machine."""
+
+    def scan(parent: int) -> list[int]:
+        raise AssertionError("scanned every process of the machine")
+
+    monkeypatch.setattr(server, "_children_by_scan", scan)
+    running = subprocess.Popen(["sleep", "30"])
+    exited = subprocess.Popen(["true"])
+    try:
+        while _state(exited.pid) != "Z":  # a zombie is a child until it is reaped
+            time.sleep(0.01)
+        found = server.children_of(os.getpid())
+        assert {running.pid, exited.pid} <= set(found)
+    finally:
+        running.kill()
+        running.wait()
+        exited.wait()
