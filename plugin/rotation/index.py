@@ -438,6 +438,8 @@ class Usage:
     version: str | None
     kv_version: str | None
     rendered_at: str
+    #: The version the render read (KV v2), None when unknown or unversioned.
+    read_version: str | None = None
 
 
 def usages(records: list[Record], matches: Callable[[str], bool]) -> Iterator[Usage]:
@@ -453,6 +455,7 @@ def usages(records: list[Record], matches: Callable[[str], bool]) -> Iterator[Us
             version=reference.version,
             kv_version=reference.kv_version,
             rendered_at=record.rendered_at,
+            read_version=reference.read_version,
         )
         for record in records
         for reference in record.references

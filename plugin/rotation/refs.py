@@ -18,7 +18,7 @@ from plugin.errors import ConfigError
 from plugin.rotation.index import Usage, index_root, read_records, usages
 from plugin.security.policy import path_pattern
 
-COLUMNS = ("PATH", "APPLICATION", "PROJECT", "BACKEND", "ADDRESS", "VERSION", "RENDERED")
+COLUMNS = ("PATH", "APPLICATION", "PROJECT", "BACKEND", "ADDRESS", "VERSION", "READ", "RENDERED")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +65,7 @@ def write_table(rows: list[Usage], out: TextIO) -> None:
                 row.backend,
                 row.address or "-",
                 row.version or "latest",
+                row.read_version or "-",
                 row.rendered_at,
             )
         )

@@ -374,3 +374,27 @@ def test_version_modifier_on_kv1_fails_naming_the_placeholder(
         f"<path:{KV1}/{name}#password | version>: modifier error: version: {KV1}/{name} has "
         "no version (a KV v1 secret or an unversioned file secret)",
     )
+
+
+def test_format_1_records_compare_the_time_of_the_current_version(
+    api: RootAPI, openbao: OpenBao, tmp_path: Path
+) -> None:
+    """Records written before `read_version` existed: a version written after the render."""
+    name = unique("old-")
+    api("POST", f"{KV2}/data/{name}", {"data": {"password": CANARY_1}})
+    plugin = token_sidecar(tmp_path, openbao.addr, openbao.root_token)
+    reference = index.Reference(
+        backend="vault", path=f"{KV2}/data/{name}", address=openbao.addr, kv_version="2"
+    )
+
+    def record(rendered_at: str) -> index.Record:
+        return index.Record("old", "argocd", "default", {}, (reference,), rendered_at, format=1)
+
+    sessions = poll.Sessions()
+    try:
+        later = check(plugin, record("2999-01-01T00:00:00Z"), sessions)
+        earlier = check(plugin, record("2000-01-01T00:00:00Z"), sessions)
+    finally:
+        sessions.close()
+    assert later.unchanged == (reference,) and later.errors == ()
+    assert earlier.changed == (reference,)

@@ -114,7 +114,7 @@ def test_refused_paths_are_reported_and_never_read(environ: dict[str, str], tmp_
     record = render(environ, SecretRef("kv/app"), SecretRef("kv/versioned"))
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump({"projects": [{"project": "team-a", "paths": ["kv/app"]}]}))
-    # The file is gone: any read would fail, so no error proves kv/versioned was not read.
+    # kv/versioned leaves the file: a read of it would report a change, so none proves it unread.
     write_secrets(Path(environ["AVP_FILE_PATH"]), CANARY)
     result = check(record, {**environ, "PLUGIN_TENANT_POLICY": str(policy)})
     assert [r.path for r in result.refused] == ["kv/versioned"]

@@ -100,3 +100,21 @@ def test_empty_index(tmp_path: Path) -> None:
 def test_no_cache_directory_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="PLUGIN_CACHE_DIR"):
         refs.run(argparse.Namespace(path=None, output="json"), {}, io.StringIO())
+
+
+def test_the_version_each_application_read_is_shown(tmp_path: Path) -> None:
+    """After a rotation: which Applications still run the old version?"""
+    root = tmp_path / index.INDEX_DIR
+    for name, read in (("old", "3"), ("new", "4")):
+        reference = index.Reference(
+            backend="vault", path="kv/data/db", address="https://bao:8200", read_version=read
+        )
+        index.write_record(root, index.Record(name, "argocd", "p", {}, (reference,)))
+    body = json.loads(run(tmp_path, "kv/data/db", "json"))
+    assert {(r["application"], r["read_version"]) for r in body["references"]} == {
+        ("old", "3"),
+        ("new", "4"),
+    }
+    lines = run(tmp_path, None, "table").splitlines()
+    read_column = lines[0].split().index("READ")
+    assert sorted(line.split()[read_column] for line in lines[1:3]) == ["3", "4"]
