@@ -32,6 +32,7 @@ Nothing here prints: errors are returned as text naming the path, never a value 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -201,24 +202,25 @@ def settings_for(record: Record, environ: Mapping[str, str]) -> RecordSettings:
     policy = load_for(env)
     decision = decide(policy, env) if policy is not None else None
     overrides = dict(decision.overrides) if decision is not None else {}
-    base = Settings(environ=env, overrides=overrides)
+    # The operator's layers (environment, AVP_SECRET's Kubernetes Secret) and the policy's:
+    # what a render of this project gets before any Application setting. Read once.
+    settings = load_settings(
+        env,
+        overrides=overrides,
+        overrides_origin=decision.overrides_origin if decision is not None else "tenant policy",
+    )
     app_layer: dict[str, str] = {}
     for name in IDENTITY_SETTINGS:
         recorded = str(record.identity.get(name, "")).strip()
         if not recorded or name in overrides:
             continue  # the policy's identity wins, as in a render
-        if recorded != (base.get(name) or "").strip():
+        if recorded != (settings.get(name) or "").strip():
             app_layer[ARGOCD_ENV_PREFIX + name] = recorded
     if app_layer:
         env.update(app_layer)
         if policy is not None:
             decision = decide(policy, env)  # judges the recorded settings as the render's
-    if decision is not None:
-        settings = load_settings(
-            env, overrides=decision.overrides, overrides_origin=decision.overrides_origin
-        )
-    else:
-        settings = load_settings(env)
+        settings = dataclasses.replace(settings, environ=dict(env))
     identity = hashlib.sha256(
         json.dumps([sorted(app_layer.items()), sorted(overrides.items())]).encode("utf-8")
     ).hexdigest()

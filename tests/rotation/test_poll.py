@@ -17,6 +17,8 @@ from plugin.config import Settings
 from plugin.rotation import index, poll
 from plugin.secrets.base import SecretRef
 from plugin.secrets.file import FileBackend
+from tests.integration.test_vault_support import make_pki
+from tests.test_config import KubeAPI
 
 CANARY = "poll-canary-Vb7n"
 CANARY_NEW = "poll-canary-new-Hd3q"
@@ -205,3 +207,36 @@ def test_format_1_records_are_read(tmp_path: Path) -> None:
     assert record is not None and record.format == 1
     assert record.references[0].read_version is None
     assert index.Record.from_json(text.replace('"format": 1', '"format": 3')) is None
+
+
+def test_identity_settings_from_the_operators_kubernetes_secret_are_not_the_apps(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    """AVP_SECRET's settings are the operator's: equal recorded values are not re-applied as
+    the Application's own (which the policy would refuse as protected names)."""
+    pki = make_pki(tmp_path / "pki")
+    api = KubeAPI(pki, "sa-token-value")
+    try:
+        token = tmp_path / "sa-token"
+        token.write_text("sa-token-value\n")
+        api.secrets[("argocd", "avp")] = {"AVP_K8S_ROLE": "from-secret"}
+        kube = {
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(api.port),
+            "KUBERNETES_SA_TOKEN_PATH": str(token),
+            "KUBERNETES_SA_CA_PATH": str(pki.ca_cert),
+            "AVP_SECRET": "avp",
+        }
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(yaml.safe_dump({"projects": [{"project": "p", "paths": ["**"]}]}))
+        record = index.Record("a", "n", "p", {"AVP_K8S_ROLE": "from-secret"}, ())
+        built = poll.settings_for(record, {**environ, **kube, "PLUGIN_TENANT_POLICY": str(policy)})
+        found = built.settings.lookup("AVP_K8S_ROLE")
+        assert found is not None
+        assert (found.value, found.origin) == (
+            "from-secret",
+            "Kubernetes Secret argocd/avp key AVP_K8S_ROLE",
+        )
+        assert api.seen == ["/api/v1/namespaces/argocd/secrets/avp"]  # read once
+    finally:
+        api.stop()
