@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from plugin.config import Settings
+from plugin.config import ARGOCD_ENV_PREFIX, Settings
 from plugin.errors import MissingPathError
 from plugin.render.chart_cache import cache_root
 from plugin.secrets.base import Backend, SecretData, SecretRef
@@ -68,9 +68,29 @@ IDENTITY_SETTINGS = (
     "AVP_K8S_ROLE",
     "AVP_K8S_MOUNT_PATH",
     "AVP_CERT_ROLE",
+    "AVP_JWT_ROLE",
     "AVP_MOUNT_PATH",
     "VAULT_NAMESPACE",
 )
+
+#: Settings that are (or point at, or choose) a credential. When the Application itself set
+#: one (`ARGOCD_ENV_<NAME>`, the policy not overriding it), the render logged in as an identity
+#: nobody else can rebuild: the record says so (`identity["application_credentials"]`, names
+#: only) and the watcher refuses to poll it rather than use another identity.
+CREDENTIAL_SETTINGS = (
+    "VAULT_TOKEN",
+    "AVP_ROLE_ID",
+    "AVP_SECRET_ID",
+    "AVP_USERNAME",
+    "AVP_PASSWORD",
+    "AVP_GITHUB_TOKEN",
+    "AVP_K8S_TOKEN_PATH",
+    "AVP_JWT_TOKEN_PATH",
+    "VAULT_CLIENT_CERT",
+    "VAULT_CLIENT_KEY",
+    "AVP_SECRET",
+)
+APPLICATION_CREDENTIALS = "application_credentials"
 
 
 class UnsafeIndexError(OSError):
@@ -357,6 +377,14 @@ def identity_of(settings: Settings, decision: Decision | None) -> dict[str, str]
         value = settings.get(name)
         if value:
             identity[name] = value.strip()
+    supplied = [
+        name
+        for name in CREDENTIAL_SETTINGS
+        if settings.environ.get(ARGOCD_ENV_PREFIX + name, "") != ""
+        and settings.overrides.get(name, "") == ""
+    ]
+    if supplied:
+        identity[APPLICATION_CREDENTIALS] = ",".join(supplied)
     return identity
 
 

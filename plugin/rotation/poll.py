@@ -41,7 +41,14 @@ from dataclasses import dataclass, field
 
 from plugin.config import ARGOCD_ENV_PREFIX, Settings, load_settings
 from plugin.errors import BackendError, ConfigError, MissingPathError, PluginError
-from plugin.rotation.index import IDENTITY_SETTINGS, Record, Reference, fingerprint, volume_key
+from plugin.rotation.index import (
+    APPLICATION_CREDENTIALS,
+    IDENTITY_SETTINGS,
+    Record,
+    Reference,
+    fingerprint,
+    volume_key,
+)
 from plugin.rotation.index import index_root as _index_root
 from plugin.secrets.base import Backend, BackendOptions, SecretRef
 from plugin.secrets.registry import make_backend
@@ -193,8 +200,15 @@ def settings_for(record: Record, environ: Mapping[str, str]) -> RecordSettings:
     """Rebuild the settings of `record`'s render from the operator environment `environ`.
 
     Raises `ConfigError` (including `PolicyDeniedError`) when the policy refuses the project or
-    a recorded identity setting, or when the configuration is invalid.
+    a recorded identity setting, when the render used credentials the Application supplied
+    (nobody else can log in as that identity), or when the configuration is invalid.
     """
+    supplied = str(record.identity.get(APPLICATION_CREDENTIALS, ""))
+    if supplied:
+        raise ConfigError(
+            f"the render logged in with credentials the Application supplied ({supplied}); "
+            "the watcher cannot log in as that identity and uses no other"
+        )
     env = {k: v for k, v in environ.items() if not k.startswith(ARGOCD_ENV_PREFIX)}
     env[PROJECT_ENV] = record.project
     env["ARGOCD_APP_NAME"] = record.name

@@ -248,3 +248,27 @@ def test_identity_is_described_without_credentials(tmp_path: Path) -> None:
         "https://bao.example:8200",
         "2",
     )
+
+
+def test_credentials_the_application_supplied_are_named_never_recorded(tmp_path: Path) -> None:
+    env = app_env(
+        tmp_path,
+        AVP_TYPE="vault",
+        AVP_AUTH_TYPE="approle",
+        AVP_ROLE_ID="operator-role",
+        ARGOCD_ENV_AVP_ROLE_ID="role-id-canary",
+        ARGOCD_ENV_AVP_SECRET_ID=CANARY,
+        ARGOCD_ENV_AVP_JWT_ROLE="app-jwt-role",
+    )
+    built = index.build_record(index.Recorder(), env, Settings(env), None, b"k" * 32)
+    assert built is not None
+    assert CANARY not in built.to_json() and "role-id-canary" not in built.to_json()
+    assert built.identity[index.APPLICATION_CREDENTIALS] == "AVP_ROLE_ID,AVP_SECRET_ID"
+    assert built.identity["AVP_JWT_ROLE"] == "app-jwt-role"
+    # the operator's own credentials (or the policy's) are not the Application's
+    operator = app_env(tmp_path, AVP_TYPE="vault", AVP_SECRET_ID=CANARY)
+    built = index.build_record(index.Recorder(), operator, Settings(operator), None, b"k" * 32)
+    assert built is not None and index.APPLICATION_CREDENTIALS not in built.identity
+    forced = Settings(env, overrides={"AVP_ROLE_ID": "r", "AVP_SECRET_ID": "s"})
+    built = index.build_record(index.Recorder(), env, forced, None, b"k" * 32)
+    assert built is not None and index.APPLICATION_CREDENTIALS not in built.identity

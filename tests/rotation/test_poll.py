@@ -240,3 +240,16 @@ def test_identity_settings_from_the_operators_kubernetes_secret_are_not_the_apps
         assert api.seen == ["/api/v1/namespaces/argocd/secrets/avp"]  # read once
     finally:
         api.stop()
+
+
+def test_a_render_with_the_applications_own_credentials_is_not_polled(
+    environ: dict[str, str],
+) -> None:
+    reference = index.Reference(backend="vault", path="kv/app", address="http://127.0.0.1:9")
+    record = index.Record(
+        "a", "n", "p", {index.APPLICATION_CREDENTIALS: "VAULT_TOKEN"}, (reference,)
+    )
+    vault = {**environ, "AVP_TYPE": "vault", "VAULT_ADDR": "http://127.0.0.1:9"}
+    result = check(record, {**vault, "AVP_AUTH_TYPE": "token", "VAULT_TOKEN": "operator"})
+    assert result.unchanged == () and result.changed == () and result.requests == 0
+    assert "credentials the Application supplied (VAULT_TOKEN)" in result.errors[0].message
