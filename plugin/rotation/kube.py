@@ -139,9 +139,15 @@ class KubeConfig:
         return cls(f"https://{host}:{port}", str(ca_file), str(token_file), namespace)
 
 
+def _shorten(value: object) -> str:
+    """A tenant-chosen string as it may appear in a message: at most 80 characters."""
+    text = str(value)
+    return text[:80] + "..." if len(text) > 80 else text
+
+
 def _check_name(value: str, pattern: re.Pattern[str], what: str) -> str:
     if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise ValueError(f"not a valid Kubernetes {what}: {value!r}")
+        raise ValueError(f"not a valid Kubernetes {what}: {_shorten(value)!r}")
     return value
 
 
@@ -309,7 +315,8 @@ class KubeClient:
             if verb != "create":
                 _check_name(name, _NAME, "name")
         except ValueError as exc:
-            raise KubeError(call, None, str(exc)) from None
+            shown = Call(verb, resource, _shorten(ns), _shorten(call.name))
+            raise KubeError(shown, None, str(exc)) from None
         url = f"{self.config.server}/apis/{group}/{version}/namespaces/{ns}/{plural}"
         if name:
             url += f"/{name}"

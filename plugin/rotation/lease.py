@@ -203,6 +203,7 @@ class LeaderElector:
         #: Local time just before the request that last acquired or renewed the Lease.
         self._renewed_at: float | None = None
         self._was_leader = False
+        self._last_error = ""
 
     @property
     def identity(self) -> str:
@@ -227,8 +228,13 @@ class LeaderElector:
         """
         try:
             self._try_acquire_or_renew()
+            self._last_error = ""
         except PluginError as exc:
-            log.warning("leader election on Lease %s/%s: %s", self.namespace, self.name, exc)
+            # once per distinct failure: a standby retrying every few seconds against an
+            # unreachable API server must not flood the log
+            if str(exc) != self._last_error:
+                log.warning("leader election on Lease %s/%s: %s", self.namespace, self.name, exc)
+            self._last_error = str(exc)
         leading = self.is_leader()
         if leading != self._was_leader:
             log.info(

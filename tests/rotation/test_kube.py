@@ -193,6 +193,9 @@ def test_invalid_names_never_reach_a_url(tmp_path: Path) -> None:
         with pytest.raises(KubeError, match="not a valid Kubernetes name") as err:
             client.request_hard_refresh(name)
         assert err.value.status is None
+    with pytest.raises(KubeError) as err:
+        client.get_application("x" * 10_000)
+    assert len(str(err.value)) < 300  # a huge hostile name is not echoed whole
     with pytest.raises(KubeError, match="not a valid Kubernetes namespace"):
         client.get_application("app", namespace="kube-system/../default")
 
