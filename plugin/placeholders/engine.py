@@ -20,7 +20,7 @@ from plugin.manifests import reader
 from plugin.manifests.inputs import MAX_PARSED_DOCUMENT, InputStream, format_size
 from plugin.manifests.reader import Document
 from plugin.manifests.yamlio import dump
-from plugin.placeholders.substitute import Job, Rules, Site, plan, substitute
+from plugin.placeholders.substitute import Job, Memo, Rules, Site, plan, substitute
 from plugin.secrets.base import Backend, SecretRef
 from plugin.secrets.fetch import Results, fetch_all
 
@@ -153,11 +153,12 @@ def resolve(
     if refs:
         results = _fetch(refs, options, make_backend)
     sites: list[Site] = []
+    memo: Memo = {}
     # No deadline check here: reads that ran out of time are reported per placeholder (path
     # and all), and substituting touches only what planning already walked in time.
     for job in jobs:
         with _depth_guard(job.document):
-            sites.extend(substitute(job, results, options.rules))
+            sites.extend(substitute(job, results, options.rules, memo))
     return Outcome(documents, jobs, sites)
 
 

@@ -1,10 +1,14 @@
-"""Walk parsed manifests: first plan every read, then substitute the fetched values.
+"""Walk parsed manifests once to plan every read, then substitute the fetched values.
 
-Both passes visit the same strings in document order: map values, list items
-(nested lists too), and map keys when `avp.kubernetes.io/replace-keys` asks
-for it. Every placeholder occurrence becomes a `Site` with a status, which is
-what `plugin check` prints and what `plugin generate` turns into errors.
-Values are never re-scanned, so a secret that contains `<path:…>` stays as is.
+The planning walk visits every string in document order (map values, list items, nested
+lists too) and keeps the few that may hold a placeholder (`Candidate`: the container, the
+key, the field path and the placeholders found); the substitution then visits only those,
+so a document is traversed once however large it is. Documents that change shape while
+being substituted (`avp.kubernetes.io/remove-missing` deletes entries,
+`avp.kubernetes.io/replace-keys` rewrites keys) are walked a second time instead, as a whole.
+Every placeholder occurrence becomes a `Site` with a status, which is what `plugin check`
+prints and what `plugin generate` turns into errors. Values are never re-scanned, so a
+secret that contains `<path:…>` stays as is.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from plugin.errors import BackendError, MissingPathError, ModifierError
 from plugin.manifests.reader import Document
@@ -31,6 +35,8 @@ from plugin.security.redact import Redactor
 log = logging.getLogger(__name__)
 
 FetchResults = Mapping[SecretRef, SecretData | BackendError]
+#: Resolved placeholders of one run: (text, kv-version, annotation path, kind) -> value, status.
+Memo = dict[tuple[str, str | None, "SecretRef | None", str], tuple[Any, "Status"]]
 
 SECRET = "Secret"  # noqa: S105 - a kind name, not a credential
 CONFIG_MAP = "ConfigMap"
@@ -84,6 +90,19 @@ class Rules:
     modifier_context: modifiers.ModifierContext = modifiers.NO_CONTEXT
 
 
+class Candidate(NamedTuple):
+    """A string of a document that holds a placeholder (or an unterminated `<path:`)."""
+
+    container: dict[Any, Any] | list[Any]
+    key: Any
+    path: tuple[str | int, ...]
+    #: The text scanned: the value itself, or the decoded text of a Secret's base64 template.
+    text: str
+    #: True when `text` is the decoded base64 of the value (AVP's Secret rule).
+    encoded: bool
+    matches: list[grammar.Match]
+
+
 @dataclass
 class Job:
     """One document's plan: its annotations, the reads it needs, document-level problems."""
@@ -95,6 +114,9 @@ class Job:
     problems: list[Site] = field(default_factory=list)
     #: Set by the substitution pass when some placeholder was replaced or removed.
     changed: bool = False
+    #: The strings the substitution pass visits, in document order; None when the whole
+    #: document must be walked again (remove-missing, replace-keys).
+    candidates: list[Candidate] | None = None
 
     @property
     def skipped(self) -> bool:
@@ -173,18 +195,90 @@ def plan(document: Document, rules: Rules) -> Job:
                 )
             )
     uses_annotation = False
-    for text in _texts(content, document.kind == SECRET, notes):
-        for match in grammar.find(text, notes.generic_enabled):
-            found = match.placeholder
-            if found is None:
-                continue
-            if found.path is None:
-                uses_annotation = True
-            elif path_allowed(rules, found.path):
-                job.refs.add(SecretRef(found.path, found.version, notes.kv_version))
+    if notes.remove_missing or notes.replace_keys:
+        found_matches: Iterator[grammar.Match] = (
+            match
+            for text in _texts(content, document.kind == SECRET, notes)
+            for match in grammar.find(text, notes.generic_enabled)
+        )
+    else:
+        collector = _Collector(document.kind == SECRET, notes.generic_enabled)
+        collector.walk_map(content, ())
+        job.candidates = collector.candidates
+        found_matches = (match for c in collector.candidates for match in c.matches)
+    for match in found_matches:
+        found = match.placeholder
+        if found is None:
+            continue
+        if found.path is None:
+            uses_annotation = True
+        elif path_allowed(rules, found.path):
+            job.refs.add(SecretRef(found.path, found.version, notes.kv_version))
     if uses_annotation and job.annotation_ref is not None:
         job.refs.add(job.annotation_ref)
     return job
+
+
+class _Collector:
+    """The planning walk: keeps the strings that may hold a placeholder, in document order.
+
+    The order is the substitution's (depth first, keys in order), so sites are reported as
+    before; a container reached twice through YAML aliases is visited once (alias bombs).
+    Strings that are not kept are left as they are, except text that Go would write with
+    U+FFFD (lone surrogates from escapes), which is fixed here as the substitution would.
+    """
+
+    def __init__(self, is_secret: bool, generic: bool) -> None:
+        self.is_secret = is_secret
+        self.generic = generic
+        self.candidates: list[Candidate] = []
+        self.seen: set[int] = set()
+
+    def walk_map(self, node: dict[Any, Any], path: tuple[str | int, ...]) -> None:
+        if id(node) in self.seen:
+            return
+        self.seen.add(id(node))
+        for key, value in node.items():
+            if isinstance(value, str):
+                self._string(node, key, value, path, str(key))
+            elif isinstance(value, dict):
+                self.walk_map(value, (*path, str(key)))
+            elif isinstance(value, list):
+                self.walk_list(value, (*path, str(key)))
+
+    def walk_list(self, node: list[Any], path: tuple[str | int, ...]) -> None:
+        if id(node) in self.seen:
+            return
+        self.seen.add(id(node))
+        for index, value in enumerate(node):
+            if isinstance(value, str):
+                self._string(node, index, value, path, index)
+            elif isinstance(value, dict):
+                self.walk_map(value, (*path, index))
+            elif isinstance(value, list):
+                self.walk_list(value, (*path, index))
+
+    def _string(
+        self,
+        node: dict[Any, Any] | list[Any],
+        key: Any,
+        value: str,
+        path: tuple[str | int, ...],
+        part: str | int,
+    ) -> None:
+        if "<" in value:
+            matches = list(grammar.find(value, self.generic))
+            if matches or _OPENING in value:
+                self.candidates.append(Candidate(node, key, (*path, part), value, False, matches))
+                return
+        elif self.is_secret:
+            decoded = _decode_template(value, self.generic)
+            if decoded is not None:
+                matches = list(grammar.find(decoded, self.generic))
+                self.candidates.append(Candidate(node, key, (*path, part), decoded, True, matches))
+                return
+        if not value.isascii():
+            node[key] = modifiers.go_text(value)
 
 
 def _texts(node: Any, is_secret: bool, notes: ann.Annotations) -> Iterator[str]:
@@ -237,10 +331,13 @@ class _SiteError(Exception):
 class _Substitution:
     """The substitution pass over one planned document (mutates its content)."""
 
-    def __init__(self, job: Job, results: FetchResults, rules: Rules) -> None:
+    def __init__(
+        self, job: Job, results: FetchResults, rules: Rules, memo: Memo | None = None
+    ) -> None:
         self.job = job
         self.results = results
         self.rules = rules
+        self.memo: Memo = memo if memo is not None else {}
         self.notes = job.annotations
         self.kind = job.document.kind
         self.sites: list[Site] = []
@@ -255,7 +352,11 @@ class _Substitution:
         self.sites.extend(self.job.problems)
         content = self.job.document.content
         if content is not None and not self.job.skipped:
-            self._walk_map(content, ())
+            if self.job.candidates is None:
+                self._walk_map(content, ())
+            else:
+                for candidate in self.job.candidates:
+                    self._candidate(candidate)
             self.job.changed = any(
                 site.status is not Status.UNTERMINATED
                 for site in self.sites[len(self.job.problems) :]
@@ -325,6 +426,17 @@ class _Substitution:
 
     # -- one string
 
+    def _candidate(self, candidate: Candidate) -> None:
+        """What `_string` does, for a string the planning walk kept (no removal here)."""
+        node, key, path = candidate.container, candidate.key, candidate.path
+        if candidate.encoded:
+            text, _ = self._text(candidate.text, path, typed=False, matches=candidate.matches)
+            node[key] = base64.b64encode(modifiers.go_bytes(str(text))).decode("ascii")
+            return
+        typed = self.kind != CONFIG_MAP
+        new, _ = self._text(candidate.text, path, typed=typed, matches=candidate.matches)
+        node[key] = modifiers.go_text(new) if isinstance(new, str) else new
+
     def _string(self, value: str, path: tuple[str | int, ...]) -> tuple[Any, bool]:
         """Resolve one string value; returns the new value and whether a key was missing."""
         if self.kind == SECRET and "<" not in value:
@@ -336,8 +448,15 @@ class _Substitution:
         new, missing = self._text(value, path, typed=self.kind != CONFIG_MAP)
         return (modifiers.go_text(new) if isinstance(new, str) else new), missing
 
-    def _text(self, value: str, path: tuple[str | int, ...], typed: bool) -> tuple[Any, bool]:
-        matches = list(grammar.find(value, self.notes.generic_enabled))
+    def _text(
+        self,
+        value: str,
+        path: tuple[str | int, ...],
+        typed: bool,
+        matches: list[grammar.Match] | None = None,
+    ) -> tuple[Any, bool]:
+        if matches is None:
+            matches = list(grammar.find(value, self.notes.generic_enabled))
         if _OPENING in value:
             self._unterminated(value, matches, path)
         if not matches:
@@ -425,6 +544,21 @@ class _Substitution:
     # -- one placeholder
 
     def _resolve(self, match: grammar.Match) -> tuple[Any, Status]:
+        """The value of one placeholder; the same text in the same context is resolved once.
+
+        Only text, numbers, booleans and null are remembered: a map or list is made again
+        for each site, so that no two places of the output share one object.
+        """
+        key = (match.text, self.notes.kv_version, self.job.annotation_ref, self.kind)
+        known = self.memo.get(key)
+        if known is not None:
+            return known
+        value, status = self._resolve_once(match)
+        if value is None or isinstance(value, str | int | float):
+            self.memo[key] = (value, status)
+        return value, status
+
+    def _resolve_once(self, match: grammar.Match) -> tuple[Any, Status]:
         found = match.placeholder
         if self.rules.redactor is not None:
             self.rules.redactor.add_public(match.text)
@@ -432,6 +566,7 @@ class _Substitution:
             detail = str(match.error) if match.error else "invalid placeholder"
             raise _SiteError(Status.INVALID, detail)
         value, ref_text, read = self._lookup(found)
+        fetched = value
         statements = found.modifiers
         status = Status.OK
         context = self.rules.modifier_context
@@ -453,7 +588,9 @@ class _Substitution:
             raise _SiteError(Status.MODIFIER_ERROR, str(exc)) from None
         if value is None:
             value, status = self._null_result(found)
-        if self.rules.redactor is not None and status is Status.OK:
+        # A value as fetched is known already (`engine.remember_values` registers each read,
+        # with every leaf, before substituting): only what the modifiers made is new.
+        if self.rules.redactor is not None and status is Status.OK and value is not fetched:
             self.rules.redactor.add_secret(value)
         if self.kind == CONFIG_MAP and not isinstance(value, str):
             return self._as_text(value, embedded=False), status
@@ -522,6 +659,12 @@ def _with_read_version(
     )
 
 
-def substitute(job: Job, results: FetchResults, rules: Rules) -> list[Site]:
-    """Resolve every placeholder of a planned document in place; return all its sites."""
-    return _Substitution(job, results, rules).run()
+def substitute(
+    job: Job, results: FetchResults, rules: Rules, memo: Memo | None = None
+) -> list[Site]:
+    """Resolve every placeholder of a planned document in place; return all its sites.
+
+    `memo` (one per run, with the same `results` and `rules`) shares the resolved values of
+    placeholders written the same way in many documents.
+    """
+    return _Substitution(job, results, rules, memo).run()

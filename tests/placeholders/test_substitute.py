@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import copy
 import re
 import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plugin.errors import BackendError, DeadlineError
+from plugin.manifests.reader import Document, RawDocument
 from plugin.manifests.yamlio import load_all
 from plugin.placeholders.engine import (
     EngineOptions,
@@ -19,9 +23,10 @@ from plugin.placeholders.engine import (
     load,
     resolve,
 )
-from plugin.placeholders.substitute import Rules, Status, field_path
+from plugin.placeholders.substitute import Rules, Status, field_path, plan, substitute
 from plugin.secrets.base import SecretData, SecretRef
 from plugin.secrets.file import FileBackend
+from plugin.security.redact import Redactor
 
 SECRETS: dict[str, Any] = {
     "kv/data/app": {"user": "alice", "port": 80, "tls": True, "map": {"a": 1}, "list": [1, 2]},
@@ -362,3 +367,137 @@ def test_walking_many_documents_stops_at_the_deadline() -> None:
     options = EngineOptions(deadline=time.monotonic() - 1)
     with pytest.raises(DeadlineError, match="looking for placeholders"):
         resolve(documents, options, CountingBackend)
+
+
+# ---------------------------------------------------------------- one walk
+
+
+def _job(text: str, kind_rules: Rules | None = None) -> Any:
+    [document] = load([InputStream("t.yaml", text)], skip_non_manifests=False)
+    return plan(document, kind_rules or Rules())
+
+
+def test_plan_keeps_only_the_strings_with_placeholders_in_document_order() -> None:
+    job = _job(
+        "kind: X\nspec:\n  a: plain\n  b:\n  - <path:kv/data/app#user>\n  - 3\n"
+        "  - {c: 'x <path:kv/data/app#port> y', d: no}\n  e: <path:open\n  f: <not one>\n"
+    )
+    assert job.candidates is not None
+    assert [c.path for c in job.candidates] == [
+        ("spec", "b", 0),
+        ("spec", "b", 2, "c"),
+        ("spec", "e"),  # unterminated: reported, so visited
+    ]
+    assert job.refs == {SecretRef("kv/data/app", None, None)}
+
+
+def test_documents_that_change_shape_are_walked_whole() -> None:
+    removing = _job(
+        "kind: ConfigMap\nmetadata:\n  annotations:\n    avp.kubernetes.io/remove-missing: 'true'\n"
+        "data:\n  a: <path:kv/data/app#user>\n"
+    )
+    keys = _job(
+        "kind: X\nmetadata:\n  annotations:\n    avp.kubernetes.io/replace-keys: 'true'\n"
+        "data:\n  <path:kv/data/app#user>: a\n"
+    )
+    assert removing.candidates is None
+    assert keys.candidates is None
+
+
+class _CountingRedactor(Redactor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def add_secret(self, value: object) -> None:
+        self.calls += 1
+        super().add_secret(value)
+
+
+def test_each_fetched_value_is_registered_once_not_once_per_placeholder() -> None:
+    redactor = _CountingRedactor()
+    text = "".join(
+        f"---\nkind: ConfigMap\nmetadata:\n  name: c{i}\ndata:\n  u: <path:kv/data/app#user>\n"
+        f"  b: <path:kv/data/app#user | base64encode>\n"
+        for i in range(50)
+    )
+    [one, *_] = render(text, Rules(redactor=redactor))
+    assert one["data"]["u"] == "alice"
+    # One read (kv/data/app) and one value made by a modifier (the base64 text), learnt once
+    # each, whatever the number of placeholders.
+    assert redactor.calls <= 2 + 1
+    assert redactor.leaks("x alice x")
+    assert redactor.leaks(base64.b64encode(b"alice").decode())
+
+
+_STRINGS = st.sampled_from(
+    [
+        "plain",
+        "<path:kv/data/app#user>",
+        "<path:kv/data/app#port>",
+        "<path:kv/data/app#map>",
+        "pre <path:kv/data/app#user> post <path:kv/data/app#tls>",
+        "<path:kv/data/app#nokey>",
+        "<path:kv/data/none#user>",
+        "<path:kv/data/app#user | base64encode>",
+        "<path:kv/data/app#user | bogus>",
+        "<path:kv/data/app#user",
+        "<user>",
+        "<not a placeholder>",
+        "naïve",
+        "\ud800x",
+        base64.b64encode(b"<path:kv/data/app#user>").decode(),
+        base64.b64encode(b"just text").decode(),
+    ]
+)
+_LEAVES = _STRINGS | st.integers(-5, 5) | st.booleans() | st.none()
+_TREES = st.recursive(
+    _LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(["a", "b", "c d", "e"]), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(["ConfigMap", "Secret", "X"]),
+    annotated=st.booleans(),
+    body=st.dictionaries(st.sampled_from(["data", "spec", "x"]), _TREES, max_size=3),
+    share=st.booleans(),
+)
+def test_one_walk_substitutes_exactly_as_the_full_walk(
+    kind: str, annotated: bool, body: dict[str, Any], share: bool
+) -> None:
+    """The candidates of the planning walk give the sites and the document of a full walk."""
+
+    def build() -> Document:
+        metadata: dict[str, Any] = {"name": "n"}
+        if annotated:
+            metadata["annotations"] = {"avp.kubernetes.io/path": "kv/data/app"}
+        content: dict[str, Any] = {"kind": kind, "metadata": metadata, **copy.deepcopy(body)}
+        if share and body:  # a YAML alias: one object reached twice
+            content["alias"] = content[next(iter(body))]
+        return Document(RawDocument("t.yaml", 1, 1, "", is_json=False), content)
+
+    backend = FileBackend(SECRETS, "test secrets")
+    outcomes = []
+    for one_walk in (True, False):
+        document = build()
+        job = plan(document, Rules())
+        assert (job.candidates is not None) is True
+        if not one_walk:
+            job.candidates = None
+        results = {ref: _read(backend, ref) for ref in job.refs}
+        sites = substitute(job, results, Rules())
+        outcomes.append((sites, job.changed, job.refs, repr(document.content)))
+    assert outcomes[0] == outcomes[1]
+
+
+def _read(backend: FileBackend, ref: SecretRef) -> SecretData | BackendError:
+    try:
+        return backend.read(ref)
+    except BackendError as exc:
+        return exc
