@@ -321,12 +321,18 @@ class LeaderElector:
         """Try or renew every `retry_period` until `stop` is set, then release the Lease.
 
         A standby waits `retry_period` plus up to 1.2 times as much (client-go's jitter) so
-        standbys do not hit the API server in lockstep. Meant for a daemon thread; it never
-        raises for API errors.
+        standbys do not hit the API server in lockstep. Meant for a daemon thread: it never
+        raises, an unexpected error counts as a failed attempt.
         """
         try:
             while not stop.is_set():
-                leading = self.step()
+                try:
+                    leading = self.step()
+                except Exception as exc:
+                    # a bug must not end the election thread (the watcher would stay a standby
+                    # for ever); logged by type only, never with its text
+                    log.error("leader election attempt failed: %s", type(exc).__name__)
+                    leading = False
                 wait = self.config.retry_period
                 if not leading:
                     wait += random.uniform(0, JITTER_FACTOR * wait)  # noqa: S311 - jitter only

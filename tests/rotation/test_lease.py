@@ -318,3 +318,36 @@ def test_run_leads_until_stopped_then_releases(elect: Elect) -> None:
     assert not thread.is_alive()
     assert not a.is_leader()
     assert holder(a)["holderIdentity"] == ""
+
+
+class FailsOnce(KubeClient):
+    """A real client whose first Lease read fails with an unexpected error (a bug)."""
+
+    failed = False
+
+    def get_lease(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("unexpected")
+        return super().get_lease(name, namespace)
+
+
+def test_run_survives_an_unexpected_error(
+    elect: Elect,
+    kube_api: KubeAPI,
+    watcher: KubeUser,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = FailsOnce(client_for(kube_api, watcher.token, tmp_path).config)
+    a, _ = elect("watch-a", client, lease_duration=3, renew_deadline=2, retry_period=0.05)
+    stop = threading.Event()
+    thread = threading.Thread(target=a.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(a.is_leader, "watch-a leading after the error", timeout=30, interval=0.01)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert client.failed
+    assert "leader election attempt failed: RuntimeError" in caplog.text
