@@ -218,19 +218,29 @@ def measure(
 
 
 def report(label: str, variants: list[Variant]) -> None:
+    """One line: medians, the median of the per-round ratios to AVP and, when the workload
+    has a `helm-alone` variant, the median of the per-round overheads over it."""
     base = variants[-1]
+    helm_alone = next((v for v in variants if v.name == "helm-alone"), None)
     cells = []
     for variant in variants:
         median = statistics.median(variant.times)
-        ratio = ""
+        extra = ""
         if variant is not base and base.name == "avp":
             ratios = [a / b for a, b in zip(variant.times, base.times, strict=True)]
-            ratio = f" = {statistics.median(ratios):.2f}x avp"
+            extra = f" = {statistics.median(ratios):.2f}x avp"
+        if helm_alone is not None and variant is not helm_alone:
+            over = [a - b for a, b in zip(variant.times, helm_alone.times, strict=True)]
+            extra += f", +{statistics.median(over) * 1000:.0f} ms over helm"
         cells.append(
-            f"{variant.name} {median * 1000:.0f} ms{ratio} "
+            f"{variant.name} {median * 1000:.0f} ms{extra} "
             f"(req {variant.requests}, rss {variant.rss / 1024:.0f} MiB)"
         )
-    print(f"| {label} | " + " | ".join(cells) + f" | n={len(base.times)} |", flush=True)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"| {label} | " + " | ".join(cells) + f" | n={len(base.times)}, load {load} |",
+        flush=True,
+    )
 
 
 def main() -> None:
