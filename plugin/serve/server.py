@@ -230,7 +230,8 @@ def preload(warm: Warm | None = None) -> None:
     built, nobody logs in. Each item was found in a worker's trace (strace -f) or profile:
     the Landlock ABI probe runs `ldconfig -p` (ctypes.util.find_library) in a child process,
     opening /proc files as text imports `encodings.ascii`, and building the argument parser
-    (`warm`) looks up gettext catalogues and the terminal size for each of its options.
+    (`warm`) looks up gettext catalogues and the terminal size for each of its options, and
+    loading the system's CA certificates for an HTTPS Vault costs tens of milliseconds.
     """
     import plugin
 
@@ -244,12 +245,14 @@ def preload(warm: Warm | None = None) -> None:
     for name in THIRD_PARTY:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    from plugin.secrets.vault import tls
     from plugin.security import sandbox
 
     try:
         sandbox.kernel_abi()  # cached for the process: the kernel does not change under us
+        tls.default_trust_context()  # public CA certificates only, reloaded if they change
     except Exception as exc:
-        _say(f"could not probe the sandbox ({type(exc).__name__})")
+        _say(f"could not prepare a cache ({type(exc).__name__})")
     if warm is not None:
         warm()
     gc.collect()

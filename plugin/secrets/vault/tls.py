@@ -13,6 +13,7 @@ thus `REQUESTS_CA_BUNDLE`), so the Vault settings are the only TLS configuration
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 from dataclasses import dataclass
@@ -86,7 +87,21 @@ class TLSSettings:
         return name
 
     def build_context(self) -> ssl.SSLContext:
-        """An `SSLContext` implementing these settings; ConfigError names a bad variable."""
+        """An `SSLContext` implementing these settings; ConfigError names a bad variable.
+
+        With the system's trust store and no client certificate (the usual case) the context
+        is `default_trust_context()`: loading the store costs tens of milliseconds of every
+        HTTPS render, and the zygote loads it once for all its workers.
+        """
+        if not (
+            self.skip_verify
+            or self.ca_cert_bytes
+            or self.ca_cert
+            or self.ca_path
+            or self.client_cert
+            or self.client_key
+        ):
+            return default_trust_context(self.server_name)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         if self.skip_verify:
@@ -126,9 +141,7 @@ class TLSSettings:
         if self.ca_path:
             self._load_ca_path(context, self.ca_path)
             return
-        context.load_default_certs()
-        if not context.cert_store_stats().get("x509_ca"):
-            context.load_verify_locations(cafile=DEFAULT_CA_BUNDLE_PATH)
+        _load_default_trust(context)
 
     def _load_ca_path(self, context: ssl.SSLContext, directory: str) -> None:
         where = self.origin("VAULT_CAPATH")
@@ -157,6 +170,46 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return type(exc).__name__
+
+
+def _load_default_trust(context: ssl.SSLContext) -> None:
+    """The system's trust store (OpenSSL's default paths), else requests' CA bundle."""
+    context.load_default_certs()
+    if not context.cert_store_stats().get("x509_ca"):
+        context.load_verify_locations(cafile=DEFAULT_CA_BUNDLE_PATH)
+
+
+def _trust_sources() -> tuple[object, ...]:
+    """What the default trust store is loaded from, as it is now: OpenSSL's default CA file
+    and directory (SSL_CERT_FILE / SSL_CERT_DIR move them) with their (mtime, size, inode),
+    so a CA file replaced on disk is loaded again."""
+    paths = ssl.get_default_verify_paths()
+    sources: list[object] = []
+    for path in (paths.cafile, paths.capath, DEFAULT_CA_BUNDLE_PATH):
+        try:
+            info = os.stat(path) if path else None
+        except OSError:
+            info = None
+        sources.append((path, info and (info.st_mtime_ns, info.st_size, info.st_ino)))
+    return tuple(sources)
+
+
+def default_trust_context(server_name: str | None = None) -> ssl.SSLContext:
+    """A client context trusting the system's CAs, shared while its sources are unchanged.
+
+    It holds public certificates only (never a client key), so the zygote may build it before
+    any request and each worker uses its own forked copy. `server_name` is part of the key
+    because urllib3 adjusts hostname checking on the context it is given.
+    """
+    return _default_trust_context(_trust_sources(), server_name)
+
+
+@functools.lru_cache(maxsize=8)
+def _default_trust_context(sources: tuple[object, ...], server_name: str | None) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load_default_trust(context)
+    return context
 
 
 class VaultTLSAdapter(HTTPAdapter):
