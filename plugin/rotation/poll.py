@@ -235,8 +235,12 @@ def settings_for(record: Record, environ: Mapping[str, str]) -> RecordSettings:
         if policy is not None:
             decision = decide(policy, env)  # judges the recorded settings as the render's
         settings = dataclasses.replace(settings, environ=dict(env))
+    # Everything the backend is built from, minus the Application's name: Applications of one
+    # identity share a backend and this cycle's answers, whatever environment a caller passes.
+    basis = {k: v for k, v in env.items() if k not in ("ARGOCD_APP_NAME", "ARGOCD_APP_NAMESPACE")}
+    basis.pop(PROJECT_ENV, None)
     identity = hashlib.sha256(
-        json.dumps([sorted(app_layer.items()), sorted(overrides.items())]).encode("utf-8")
+        json.dumps([sorted(basis.items()), sorted(overrides.items())]).encode("utf-8")
     ).hexdigest()
     return RecordSettings(settings, decision, identity)
 

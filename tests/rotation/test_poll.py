@@ -253,3 +253,30 @@ def test_a_render_with_the_applications_own_credentials_is_not_polled(
     result = check(record, {**vault, "AVP_AUTH_TYPE": "token", "VAULT_TOKEN": "operator"})
     assert result.unchanged == () and result.changed == () and result.requests == 0
     assert "credentials the Application supplied (VAULT_TOKEN)" in result.errors[0].message
+
+
+def test_answers_are_shared_per_identity_never_across_settings(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    record = render(environ, SecretRef("kv/app"))
+    other = tmp_path / "other.yaml"
+    write_secrets(other, CANARY_NEW)
+    sessions = poll.Sessions()
+    try:
+        sessions.start_cycle()
+        first = poll.check_record(
+            record, environ, deadline=time.monotonic() + 30, sessions=sessions
+        )
+        again = poll.check_record(
+            record, environ, deadline=time.monotonic() + 30, sessions=sessions
+        )
+        moved = poll.check_record(
+            record,
+            {**environ, "AVP_FILE_PATH": str(other)},
+            deadline=time.monotonic() + 30,
+            sessions=sessions,
+        )
+    finally:
+        sessions.close()
+    assert (first.polled, again.polled, moved.polled) == (1, 0, 1)
+    assert first.changed == again.changed == () and moved.changed == record.references
