@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import functools
 import gc
 import importlib
 import io
@@ -250,6 +251,7 @@ def preload(warm: Warm | None = None) -> None:
 
     try:
         sandbox.kernel_abi()  # cached for the process: the kernel does not change under us
+        _prctl()
         tls.default_trust_context()  # public CA certificates only, reloaded if they change
     except Exception as exc:
         _say(f"could not prepare a cache ({type(exc).__name__})")
@@ -338,6 +340,8 @@ class Zygote:
     started: float = field(default_factory=time.time)
     served: int = 0
     stamp: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    #: TMPDIR, TEMP and TMP of the zygote, whose temporary directory `tempfile` has found.
+    temp_settings: tuple[str | None, ...] = ()
 
     def own_socket(self) -> bool:
         """The socket file at `path` is still this zygote's (not removed or replaced)."""
@@ -442,6 +446,8 @@ def serve(
     try:
         preload(warm)
         zygote.stamp = code_stamp()
+        tempfile.gettempdir()
+        zygote.temp_settings = temp_settings()
         signal.signal(signal.SIGCHLD, _reap)
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -544,12 +550,23 @@ def _refuse(conn: socket.socket, reason: str) -> None:
         conn.sendall(b"R" + reason.encode("utf-8", "replace").replace(b"\n", b" ") + b"\n")
 
 
-def _set_subreaper() -> None:
-    """Orphans of the worker (helm, kustomize) are re-parented to the supervisor, not init."""
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once (the zygote does it before forking: the first ctypes call
+    of a process sets up libffi, which writes a probe file)."""
     import ctypes
 
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _set_subreaper() -> None:
+    """Orphans of the worker (helm, kustomize) are re-parented to the supervisor, not init."""
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def children_of(parent: int) -> list[int]:
@@ -609,11 +626,21 @@ def sweep() -> None:
             pass
 
 
-def _scratch(env: dict[bytes, bytes]) -> str:
-    """A private directory for the request's temporary files, where the client's TMPDIR is."""
+def temp_settings() -> tuple[str | None, ...]:
+    """The variables `tempfile` chooses its directory from (then /tmp, /var/tmp, /usr/tmp)."""
+    return tuple(os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP"))
+
+
+def _scratch(env: dict[bytes, bytes], zygote: Zygote) -> str:
+    """A private directory for the request's temporary files, where the client's TMPDIR is.
+
+    `tempfile` finds its directory by creating and writing a probe file in each candidate;
+    the zygote did that once, so it is done again only when the client's variables differ.
+    """
     os.environb.clear()
     os.environb.update(env)
-    tempfile.tempdir = None
+    if temp_settings() != zygote.temp_settings:
+        tempfile.tempdir = None
     return tempfile.mkdtemp(prefix="plugin-request-")
 
 
@@ -650,7 +677,7 @@ def supervise(conn: socket.socket, zygote: Zygote) -> int:
         return 0
     conn.settimeout(None)
     _set_subreaper()
-    scratch = _scratch(request.env)
+    scratch = _scratch(request.env, zygote)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the worker, measured through the client
         try:

@@ -404,3 +404,42 @@ def test_children_are_found_without_reading_every_process(
         running.kill()
         running.wait()
         exited.wait()
+
+
+SCRATCH_PROBE = """
+import os, sys, tempfile
+from plugin.serve import server
+
+class Zygote:
+    temp_settings = ()
+
+zygote = Zygote()
+zygote_dir = tempfile.gettempdir()
+zygote.temp_settings = server.temp_settings()
+same = {k.encode(): v.encode() for k, v in os.environ.items()}
+real_probe = tempfile._get_default_tempdir
+def probe(*args):
+    raise SystemExit("tempfile probed its candidates again")
+tempfile._get_default_tempdir = probe
+first = server._scratch(same, zygote)
+tempfile._get_default_tempdir = real_probe
+second = server._scratch({**same, b"TMPDIR": sys.argv[1].encode()}, zygote)
+print(os.path.dirname(first) == zygote_dir, os.path.dirname(second) == sys.argv[1])
+os.rmdir(first)
+os.rmdir(second)
+"""
+
+
+def test_the_scratch_directory_is_found_without_probing_unless_tmpdir_differs(
+    tmp_path: Path,
+) -> None:
+    """`tempfile` writes a probe file per candidate directory; the zygote did it once."""
+    proc = subprocess.run(
+        [PYTHON_BIN, "-c", SCRATCH_PROBE, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout.split() == ["True", "True"]
