@@ -162,13 +162,14 @@ def helm_env(tmp_path: Path) -> dict[str, str]:
     return isolated_helm_env(tmp_path / "helm-home")
 
 
-@pytest.fixture(autouse=True)
-def _stop_cmp_zygotes() -> Iterator[None]:
-    """Zygotes the CMP harness started for a test (PLUGIN_TEST_SERVE=1) end with the test."""
+@pytest.fixture(scope="session", autouse=True)
+def _stop_real_cmp_servers() -> Iterator[None]:
+    """The argocd-cmp-servers of the session (tests/real_cmp.py `POOL`) and their zygotes stop
+    at its end; each zygote must have served every `plugin` command of its server."""
     yield
-    harness = sys.modules.get("tests.cmp_harness")
-    if harness is not None:
-        harness.stop_zygotes()
+    real_cmp = sys.modules.get("tests.real_cmp")
+    if real_cmp is not None:
+        real_cmp.POOL.stop_all()
 
 
 @pytest.hookimpl(tryfirst=True)  # before the `-m` selection, so that it sees the markers

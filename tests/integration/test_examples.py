@@ -116,7 +116,7 @@ APPS = [
 
 @pytest.mark.parametrize(("app", "cluster"), APPS)
 def test_every_app_on_every_cluster(tmp_path: Path, helm_bin: str, app: str, cluster: str) -> None:
-    result = render(examples_cmp(tmp_path, helm_bin), EXAMPLES, app, cluster)
+    result = render(examples_cmp(helm_bin), EXAMPLES, app, cluster)
     assert len(result.manifests) >= 3
     for manifest in result.manifests:
         labels = manifest["metadata"].get("labels") or {}

@@ -6,8 +6,8 @@ with `--require-hashes` from requirements/image.txt and the plugin wheel is buil
 The final stage is repeated in a fresh virtual environment: `pip install --no-index` of those
 wheels only. Then the installed `plugin` runs as the sidecar would run it: with the image's
 environment (its paths moved into a temporary directory), helm and kustomize found on PATH
-only, and the commands of plugin.yaml executed by the cmp-server stand-in of
-tests/cmp_harness.py.
+only, and plugin.yaml run by Argo CD's real argocd-cmp-server (tests/real_cmp.py; started as the
+image starts it, `plugin serve --exec argocd-cmp-server`, with PLUGIN_TEST_SERVE=1).
 
 Needs PyPI for the wheel downloads (a missing network skips, or fails under CI=true).
 """
@@ -20,7 +20,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +28,10 @@ import pytest
 import yaml
 
 from plugin import __version__
-from tests.cmp_harness import App, CmpServer
+from tests.cmp_harness import App
 from tests.conftest import unavailable
 from tests.project.test_dockerfile import PLUGIN_YAML_PATH, final
+from tests.real_cmp import POOL, RealCmpServer, Sidecar
 
 pytestmark = pytest.mark.integration
 
@@ -235,10 +236,23 @@ def test_demo_render_with_the_file_backend(image: Image, helm3_bin: str) -> None
     assert "<path:" not in installed.stdout
 
 
-def _sidecar(image: Image, tmp_path: Path, extra: Mapping[str, str]) -> CmpServer:
-    workdir = tmp_path / "cmp-work"
-    workdir.mkdir()
-    return CmpServer(image.env(extra), workdir, config=image.plugin_yaml)
+SidecarFactory = Callable[[Mapping[str, str]], Sidecar]
+
+
+@pytest.fixture
+def sidecar(image: Image) -> Iterator[SidecarFactory]:
+    """`sidecar(settings)`: the image's plugin.yaml and environment (plus `settings`) behind a
+    real argocd-cmp-server, stopped with the test."""
+    made: list[RealCmpServer] = []
+
+    def make(extra: Mapping[str, str]) -> Sidecar:
+        server = POOL.get(image.env(extra), image.plugin_yaml)
+        made.append(server)
+        return Sidecar(server)
+
+    yield make
+    for server in made:
+        POOL.release(server)
 
 
 def _repo(tmp_path: Path, files: Mapping[str, str]) -> Path:
@@ -262,9 +276,9 @@ SECRETS = "kv/data/app:\n  password: pw-8812\n  user: app\n"
 
 
 def test_sidecar_renders_the_demo_as_argo_cd_would(
-    image: Image, tmp_path: Path, helm3_bin: str
+    image: Image, sidecar: SidecarFactory, tmp_path: Path, helm3_bin: str
 ) -> None:
-    """The demo application through plugin.yaml and the cmp-server stand-in."""
+    """The demo application through plugin.yaml and the real cmp-server."""
     _link_tools(image, helm=helm3_bin)
     assignments, arguments = demo_command()
     app_path = arguments[-1]
@@ -274,7 +288,7 @@ def test_sidecar_renders_the_demo_as_argo_cd_would(
         name: str(repo / value) if (ROOT / value).exists() else value
         for name, value in assignments.items()
     }
-    server = _sidecar(image, tmp_path, settings)
+    server = sidecar(settings)
     assert server.name == "argocd-secrets-plugin-v1"
     result = server.generate(repo, App(name="demo", path=app_path))
     assert result.code == 0, result.stderr
@@ -282,7 +296,9 @@ def test_sidecar_renders_the_demo_as_argo_cd_would(
     assert "<path:" not in result.stdout
 
 
-def test_sidecar_renders_a_helm_chart(image: Image, tmp_path: Path, helm_bin: str) -> None:
+def test_sidecar_renders_a_helm_chart(
+    image: Image, sidecar: SidecarFactory, tmp_path: Path, helm_bin: str
+) -> None:
     """helm found on PATH only (as /usr/local/bin/helm in the image); no HELM_BIN."""
     _link_tools(image, helm=helm_bin)
     repo = _repo(
@@ -299,9 +315,7 @@ def test_sidecar_renders_a_helm_chart(image: Image, tmp_path: Path, helm_bin: st
             ),
         },
     )
-    server = _sidecar(
-        image, tmp_path, {"AVP_TYPE": "file", "AVP_FILE_PATH": str(repo / "secrets.yaml")}
-    )
+    server = sidecar({"AVP_TYPE": "file", "AVP_FILE_PATH": str(repo / "secrets.yaml")})
     result = server.generate(repo, App(name="argocd_web", namespace="web", path="charts/app"))
     assert result.code == 0, result.stderr
     (secret,) = result.manifests
@@ -311,7 +325,9 @@ def test_sidecar_renders_a_helm_chart(image: Image, tmp_path: Path, helm_bin: st
     assert announced[0]["name"] == "helm-parameters"
 
 
-def test_sidecar_renders_a_kustomization(image: Image, tmp_path: Path, kustomize_bin: str) -> None:
+def test_sidecar_renders_a_kustomization(
+    image: Image, sidecar: SidecarFactory, tmp_path: Path, kustomize_bin: str
+) -> None:
     _link_tools(image, kustomize=kustomize_bin)
     repo = _repo(
         tmp_path,
@@ -325,9 +341,7 @@ def test_sidecar_renders_a_kustomization(image: Image, tmp_path: Path, kustomize
             "overlay/kustomization.yaml": "namespace: prod\nresources: [../base]\n",
         },
     )
-    server = _sidecar(
-        image, tmp_path, {"AVP_TYPE": "file", "AVP_FILE_PATH": str(repo / "secrets.yaml")}
-    )
+    server = sidecar({"AVP_TYPE": "file", "AVP_FILE_PATH": str(repo / "secrets.yaml")})
     result = server.generate(repo, App(path="overlay"))
     assert result.code == 0, result.stderr
     (secret,) = result.manifests
@@ -335,7 +349,9 @@ def test_sidecar_renders_a_kustomization(image: Image, tmp_path: Path, kustomize
     assert secret["stringData"]["password"] == "pw-8812"
 
 
-def test_sidecar_writes_only_to_its_writable_paths(image: Image, tmp_path: Path) -> None:
+def test_sidecar_writes_only_to_its_writable_paths(
+    image: Image, sidecar: SidecarFactory, tmp_path: Path
+) -> None:
     """With the image's environment, a render leaves nothing outside /tmp and /home/plugin."""
     repo = _repo(
         tmp_path,
@@ -348,9 +364,7 @@ def test_sidecar_writes_only_to_its_writable_paths(image: Image, tmp_path: Path)
         },
     )
     before = {p for p in image.root.rglob("*") if "venv" not in p.parts}
-    server = _sidecar(
-        image, tmp_path, {"AVP_TYPE": "file", "AVP_FILE_PATH": str(repo / "secrets.yaml")}
-    )
+    server = sidecar({"AVP_TYPE": "file", "AVP_FILE_PATH": str(repo / "secrets.yaml")})
     result = server.generate(repo, App(path="app"))
     assert result.code == 0, result.stderr
     after = {p for p in image.root.rglob("*") if "venv" not in p.parts}

@@ -1,4 +1,5 @@
-"""Fixtures for the CMP contract tests: secrets for the file backend, a sidecar factory."""
+"""Fixtures for the CMP contract tests: secrets for the file backend, sidecars behind Argo CD's
+real argocd-cmp-server (tests/real_cmp.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cmp_harness import CmpServer, sidecar_env
-from tests.real_cmp import PLUGIN_YAML, RealCmpServer
-from tests.real_cmp import require as real_cmp_require
+from tests.cmp_harness import sidecar_env
+from tests.real_cmp import PLUGIN_YAML, POOL, RealCmpServer, Sidecar
 
 SECRETS: dict[str, dict[str, Any]] = {
     "kv/data/webapp": {"password": "webapp-pass-7391"},
@@ -27,12 +27,17 @@ def secrets_file(tmp_path: Path) -> Path:
     return path
 
 
-SidecarFactory = Callable[..., CmpServer]
+SidecarFactory = Callable[..., Sidecar]
 
 
 @pytest.fixture
-def sidecar(tmp_path: Path, secrets_file: Path) -> SidecarFactory:
-    """`sidecar(helm=..., kustomize=..., extra={...}, config=...)` -> a CmpServer."""
+def sidecar(tmp_path: Path, secrets_file: Path) -> Iterator[SidecarFactory]:
+    """`sidecar(helm=..., kustomize=..., extra={...}, cache_dir=..., config=...)` -> a
+    :class:`Sidecar`: argocd-cmp-server with cmp-config/plugin.yaml (or `config`), its
+    environment the sidecar container's (HOME, plugin cache and secrets file private to the
+    test). Its servers (and zygotes, PLUGIN_TEST_SERVE=1) stop with the test, which fails if
+    a zygote did not serve every `plugin` command."""
+    made: list[RealCmpServer] = []
 
     def make(
         *,
@@ -40,10 +45,8 @@ def sidecar(tmp_path: Path, secrets_file: Path) -> SidecarFactory:
         kustomize: str | None = None,
         extra: Mapping[str, str] | None = None,
         cache_dir: Path | None = None,
-        **kwargs: Any,
-    ) -> CmpServer:
-        workdir = tmp_path / "cmp-work"
-        workdir.mkdir(exist_ok=True)
+        config: Path = PLUGIN_YAML,
+    ) -> Sidecar:
         env = sidecar_env(
             tmp_path,
             helm=helm,
@@ -52,9 +55,19 @@ def sidecar(tmp_path: Path, secrets_file: Path) -> SidecarFactory:
             cache_dir=cache_dir,
             extra=extra,
         )
-        return CmpServer(env, workdir, **kwargs)
+        server = POOL.get(env, config)
+        if all(known is not server for known in made):
+            made.append(server)
+        return Sidecar(server, env)
 
-    return make
+    yield make
+    problems = []
+    for server in made:
+        try:
+            POOL.release(server)
+        except AssertionError as exc:
+            problems.append(str(exc))
+    assert not problems, "; ".join(problems)
 
 
 def write(root: Path, files: Mapping[str, str]) -> Path:
@@ -72,33 +85,10 @@ RealCmpFactory = Callable[..., RealCmpServer]
 
 
 @pytest.fixture(scope="session")
-def real_cmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCmpFactory]:
+def real_cmp() -> RealCmpFactory:
     """`real_cmp(env, config=PLUGIN_YAML, socket_dir=None)` -> a started argocd-cmp-server.
 
     `env` is the sidecar container's environment. One server per (config, env, socket_dir) for
-    the whole session; all are stopped at its end. Skips (fails under CI=true) without the
-    tools."""
-    servers: dict[tuple[str, tuple[tuple[str, str], ...], str], RealCmpServer] = {}
-
-    def make(
-        env: Mapping[str, str], config: Path = PLUGIN_YAML, socket_dir: Path | None = None
-    ) -> RealCmpServer:
-        key = (str(config), tuple(sorted(env.items())), str(socket_dir))
-        server = servers.get(key)
-        if server is None or not server.running:
-            server = RealCmpServer(
-                real_cmp_require("argocd-cmp-server"),
-                real_cmp_require("cmp-client"),
-                config,
-                env,
-                tmp_path_factory.mktemp("real-cmp"),
-                socket_dir,
-            ).start()
-            servers[key] = server
-        return server
-
-    try:
-        yield make
-    finally:
-        for server in servers.values():
-            server.stop()
+    the whole session (tests/real_cmp.py `POOL`, stopped at its end). Skips (fails under
+    CI=true) without the tools."""
+    return POOL.get

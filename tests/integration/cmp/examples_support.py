@@ -1,8 +1,10 @@
 """Helpers for the tests that render the example GitOps repository (examples/).
 
-The repository is rendered like Argo CD would: through the CMP harness, with `examples/` as the
-repository root, the app directory as the source path and the cluster configuration as the
-`context-files` parameter. Test-only cluster variants are written into a copy of `examples/`.
+The repository is rendered by Argo CD's real cmp-server (tests/real_cmp.py), with `examples/`
+as the repository root, the app directory as the source path and the cluster configuration as
+the `context-files` parameter. Test-only cluster variants are written into a copy of
+`examples/`. One server per Helm binary serves the whole session (one sidecar home and chart
+cache, as in a real sidecar).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 import yaml
 
 from plugin.templating import appdir
-from tests.cmp_harness import DEFAULT_API_VERSIONS, ROOT, App, CmpServer, Result, sidecar_env
+from tests.cmp_harness import DEFAULT_API_VERSIONS, ROOT, App, sidecar_env
+from tests.real_cmp import POOL, Result, Sidecar
 
 EXAMPLES = ROOT / "examples"
 SECRETS_FILE = EXAMPLES / "secrets.yaml"
@@ -38,10 +41,10 @@ def secret(path: str, *keys: str) -> Any:
     return value
 
 
-def examples_cmp(tmp_path: Path, helm: str, secrets_file: Path = SECRETS_FILE) -> CmpServer:
-    workdir = tmp_path / "cmp-work"
-    workdir.mkdir(exist_ok=True)
-    return CmpServer(sidecar_env(tmp_path, helm=helm, secrets_file=secrets_file), workdir)
+def examples_cmp(helm: str, secrets_file: Path = SECRETS_FILE) -> Sidecar:
+    """The session's sidecar for `helm` (started on first use, stopped at the session's end)."""
+    home = POOL.scratch(f"examples-{Path(helm).name}-{secrets_file.name}")
+    return Sidecar(POOL.get(sidecar_env(home, helm=helm, secrets_file=secrets_file)))
 
 
 def app_for(
@@ -66,7 +69,7 @@ def app_for(
     )
 
 
-def render(cmp: CmpServer, repo: Path, app: str, cluster: str, **kwargs: Any) -> Result:
+def render(cmp: Sidecar, repo: Path, app: str, cluster: str, **kwargs: Any) -> Result:
     """Render and require success: exit 0, nothing on stderr, no placeholder left."""
     result = cmp.generate(repo, app_for(app, cluster, **kwargs))
     assert result.code == 0, result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import textwrap
@@ -13,10 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cmp_harness import App, Result
+from tests.cmp_harness import App
 from tests.conftest import CHARTS_DIR, ChartRepo
 from tests.integration.cmp.conftest import SidecarFactory
 from tests.integration.cmp.test_cmp_helm import newest, umbrella_repo
+from tests.real_cmp import Result
 
 pytestmark = pytest.mark.integration
 
@@ -118,8 +120,10 @@ def test_concurrent_cold_renders_download_each_archive_once(
         thread.start()
     for thread in threads:
         thread.join(120)
-    assert [r.code for r in results] == [0, 0, 0, 0], [r.stderr for r in results]
-    assert len({r.stdout for r in results}) == 1
+    # Four requests at once on one server: its log cannot say which output is whose, so the
+    # renders are compared as Argo CD got them.
+    assert [r.ok for r in results] == [True] * 4, [r.argocd.error for r in results]
+    assert len({json.dumps(r.manifests, sort_keys=True) for r in results}) == 1
     assert chart_repo.count("/index.yaml") == 1
     assert chart_repo.count("/webapp-") == 1
     assert chart_repo.count("/database-") == 1

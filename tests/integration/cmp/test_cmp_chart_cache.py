@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cmp_harness import App, Result
+from tests.cmp_harness import App
 from tests.conftest import CHARTS_DIR, ChartRepo, package_chart
 from tests.integration.cmp.conftest import SidecarFactory, write
+from tests.real_cmp import Result
 
 pytestmark = pytest.mark.integration
 

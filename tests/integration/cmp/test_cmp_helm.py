@@ -1,4 +1,5 @@
-"""Helm applications through the CMP harness, with Helm 3 and Helm 4 (`helm_bin`)."""
+"""Helm applications through Argo CD's real cmp-server (the `sidecar` fixture), with Helm 3
+and Helm 4 (`helm_bin`)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.cmp_harness import App, CmpServer
+from tests.cmp_harness import App
 from tests.integration.cmp.conftest import SECRETS, SidecarFactory, write
+from tests.real_cmp import Sidecar
 
 pytestmark = pytest.mark.integration
 
@@ -89,12 +91,12 @@ def simple_chart(root: Path, path: str = "apps/simple", **files: str) -> Path:
 
 
 @pytest.fixture
-def cmp(sidecar: SidecarFactory, helm_bin: str) -> CmpServer:
+def cmp(sidecar: SidecarFactory, helm_bin: str) -> Sidecar:
     return sidecar(helm=helm_bin)
 
 
 def test_umbrella_chart_with_repository_dependencies(
-    tmp_path: Path, cmp: CmpServer, chart_repo: Any
+    tmp_path: Path, cmp: Sidecar, chart_repo: Any
 ) -> None:
     repo = umbrella_repo(tmp_path / "repo", chart_repo.url)
     app = App(name="argocd_shop", namespace="shop", path="apps/umbrella")
@@ -113,7 +115,7 @@ def test_umbrella_chart_with_repository_dependencies(
     assert result.stderr == ""
 
 
-def test_helm_values_override_values_files(tmp_path: Path, cmp: CmpServer) -> None:
+def test_helm_values_override_values_files(tmp_path: Path, cmp: Sidecar) -> None:
     repo = simple_chart(
         tmp_path / "repo",
         **{"values-prod.yaml": "replicas: 3\nmessage: prod\n"},
@@ -129,7 +131,7 @@ def test_helm_values_override_values_files(tmp_path: Path, cmp: CmpServer) -> No
     assert result.one("ConfigMap")["metadata"]["namespace"] == "demo-ns"
 
 
-def test_kube_api_versions_gate_a_service_monitor(tmp_path: Path, cmp: CmpServer) -> None:
+def test_kube_api_versions_gate_a_service_monitor(tmp_path: Path, cmp: Sidecar) -> None:
     monitor = textwrap.dedent(
         """\
         {{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1/ServiceMonitor" }}
@@ -167,7 +169,7 @@ CRD = textwrap.dedent(
 )
 
 
-def test_include_crds_unless_skipped(tmp_path: Path, cmp: CmpServer) -> None:
+def test_include_crds_unless_skipped(tmp_path: Path, cmp: Sidecar) -> None:
     repo = simple_chart(tmp_path / "repo", **{"crds/widget.yaml": CRD})
     result = cmp.generate(repo, App(path="apps/simple"))
     assert result.code == 0, result.stderr
@@ -195,7 +197,7 @@ def test_include_crds_unless_skipped(tmp_path: Path, cmp: CmpServer) -> None:
 )
 def test_release_name_rules(
     tmp_path: Path,
-    cmp: CmpServer,
+    cmp: Sidecar,
     app_name: str,
     env: dict[str, str],
     parameters: list[dict[str, Any]] | None,
@@ -208,7 +210,7 @@ def test_release_name_rules(
     assert result.one("ConfigMap")["metadata"]["name"] == f"{release}-cm"
 
 
-def test_parameters_of_each_kind(tmp_path: Path, cmp: CmpServer) -> None:
+def test_parameters_of_each_kind(tmp_path: Path, cmp: Sidecar) -> None:
     repo = simple_chart(
         tmp_path / "repo",
         **{
@@ -247,7 +249,7 @@ def test_parameters_of_each_kind(tmp_path: Path, cmp: CmpServer) -> None:
     assert "unknown parameter 'nope'" in bad.stderr
 
 
-def test_dynamic_parameters_announce_chart_defaults(tmp_path: Path, cmp: CmpServer) -> None:
+def test_dynamic_parameters_announce_chart_defaults(tmp_path: Path, cmp: Sidecar) -> None:
     repo = simple_chart(tmp_path / "repo")
     announced = cmp.announcements(repo, App(path="apps/simple"))
     names = [item["name"] for item in announced]
@@ -261,7 +263,7 @@ def test_dynamic_parameters_announce_chart_defaults(tmp_path: Path, cmp: CmpServ
     assert cmp.announcements(tmp_path / "plain", App())[0]["name"] == "values-files"
 
 
-def test_refused_helm_args(tmp_path: Path, cmp: CmpServer) -> None:
+def test_refused_helm_args(tmp_path: Path, cmp: Sidecar) -> None:
     repo = simple_chart(tmp_path / "repo")
     for args in ("--post-renderer ./evil.sh", "--repo https://x.example.com", "--password x"):
         result = cmp.generate(repo, App(path="apps/simple", env={"HELM_ARGS": args}))
@@ -277,7 +279,9 @@ def test_refused_helm_args(tmp_path: Path, cmp: CmpServer) -> None:
     assert allowed.one("ConfigMap")["data"]["replicas"] == "9"
 
 
-def test_values_file_escaping_the_repository(tmp_path: Path, cmp: CmpServer) -> None:
+def test_values_file_escaping_the_repository(tmp_path: Path, cmp: Sidecar) -> None:
+    """The symlink case runs `plugin` directly: Argo CD's untar never recreates a link that
+    leaves the repository (it refuses a relative one and re-roots an absolute one)."""
     outside = tmp_path / "outside.yaml"
     outside.write_text("message: stolen\n")
     repo = simple_chart(tmp_path / "repo")
@@ -285,7 +289,7 @@ def test_values_file_escaping_the_repository(tmp_path: Path, cmp: CmpServer) -> 
         result = cmp.generate(repo, App(path="apps/simple", env={"VALUES_FILES": name}))
         assert result.code != 0 and result.stdout == ""
         assert "outside the repository" in result.stderr
-    # The harness (like Argo CD's tar) refuses out-of-tree symlinks, so test the plugin directly.
+    # Such a link never reaches the plugin through Argo CD, so its own check runs directly.
     os.symlink(outside, repo / "apps/simple/link.yaml")
     env = {**cmp.generate_env(App(path="apps/simple")), "ARGOCD_ENV_VALUES_FILES": "link.yaml"}
     direct = cmp.run(["plugin", "generate", "."], repo / "apps/simple", env, 60)
@@ -293,7 +297,7 @@ def test_values_file_escaping_the_repository(tmp_path: Path, cmp: CmpServer) -> 
     assert "outside the repository" in direct.stderr
 
 
-def test_failing_helm_template(tmp_path: Path, cmp: CmpServer) -> None:
+def test_failing_helm_template(tmp_path: Path, cmp: Sidecar) -> None:
     repo = simple_chart(
         tmp_path / "repo",
         **{
@@ -314,7 +318,7 @@ def test_failing_helm_template(tmp_path: Path, cmp: CmpServer) -> None:
     assert len(result.stderr) < 2500
 
 
-def test_two_phase_secrets_reach_helm_functions(tmp_path: Path, cmp: CmpServer) -> None:
+def test_two_phase_secrets_reach_helm_functions(tmp_path: Path, cmp: Sidecar) -> None:
     template = textwrap.dedent(
         """\
         apiVersion: v1
@@ -382,8 +386,10 @@ def _harbor_like(root: Path) -> Path:
 
 
 def test_consumed_placeholders_switch_to_two_phases_by_default(
-    tmp_path: Path, cmp: CmpServer
+    tmp_path: Path, cmp: Sidecar
 ) -> None:
+    """Through the server; the `--verbose` log is read from a direct run (plugin.yaml's
+    command has no `--verbose`, and no setting turns it on)."""
     repo = _harbor_like(tmp_path / "repo")
     result = cmp.generate(repo, App(path="apps/simple", env={}))
     assert result.code == 0, result.stderr
@@ -405,7 +411,7 @@ def test_consumed_placeholders_switch_to_two_phases_by_default(
 
 
 def test_consumed_placeholders_are_an_error_with_resolve_values_false(
-    tmp_path: Path, cmp: CmpServer
+    tmp_path: Path, cmp: Sidecar
 ) -> None:
     repo = _harbor_like(tmp_path / "repo")
     result = cmp.generate(repo, App(path="apps/simple", env={"RESOLVE_VALUES": "false"}))
@@ -415,7 +421,9 @@ def test_consumed_placeholders_are_an_error_with_resolve_values_false(
     assert "RESOLVE_VALUES" in result.stderr
 
 
-def test_placeholders_reaching_the_output_keep_one_phase(tmp_path: Path, cmp: CmpServer) -> None:
+def test_placeholders_reaching_the_output_keep_one_phase(tmp_path: Path, cmp: Sidecar) -> None:
+    """A direct run: only `--verbose` tells one phase from two (plugin.yaml's command has no
+    such flag)."""
     repo = simple_chart(
         tmp_path / "repo",
         **{"values.yaml": "message: <path:kv/data/database#password>\nreplicas: 1\n"},
@@ -426,7 +434,7 @@ def test_placeholders_reaching_the_output_keep_one_phase(tmp_path: Path, cmp: Cm
     assert "RESOLVE_VALUES=auto" not in run.stderr
 
 
-def test_zero_manifests_is_an_error_unless_allowed(tmp_path: Path, cmp: CmpServer) -> None:
+def test_zero_manifests_is_an_error_unless_allowed(tmp_path: Path, cmp: Sidecar) -> None:
     repo = write(
         tmp_path / "repo",
         {
@@ -494,6 +502,9 @@ def test_deadline_kills_helm_and_names_the_stage(tmp_path: Path, sidecar: Sideca
 
 
 def test_sigterm_kills_children(tmp_path: Path, sidecar: SidecarFactory) -> None:
+    """SIGTERM to `plugin` alone, directly: the real server SIGKILLs the command when it sends
+    its group SIGTERM, so the plugin's own SIGTERM handling (children killed, exit 143) is
+    reachable only this way (and through the zygote's relay, tests/serve/)."""
     script, pids = slow_helm(tmp_path)
     cmp = sidecar(helm=str(script), extra=UNCONFINED)
     repo = simple_chart(tmp_path / "repo")

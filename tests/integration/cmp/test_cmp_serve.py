@@ -3,8 +3,14 @@ while real helm runs (a chart whose template loops for a long time).
 
 - SIGKILL of the client (Argo CD's last resort): the worker, helm and the request's scratch
   directory are gone soon after, and nothing is left under the zygote;
-- SIGTERM of the client (Argo CD's timeout): relayed to the worker, which stops helm and ends
-  with the same status and message as an in-process render does.
+- SIGTERM of the client alone: relayed to the worker, which stops helm and ends with the same
+  status and message as an in-process render does.
+
+These run `plugin` directly beside a zygote (tests/serve/support.py), not through
+argocd-cmp-server: they signal the client process alone and watch the processes under the
+zygote while the render runs, which the real server does not let a test do (it sends SIGKILL
+and its group's SIGTERM together, at a deadline). The real server's deadline with a zygote is
+covered by tests/integration/cmp/test_real_cmp_server.py under PLUGIN_TEST_SERVE=1.
 """
 
 from __future__ import annotations

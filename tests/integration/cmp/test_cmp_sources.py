@@ -1,4 +1,5 @@
-"""Kustomize, plain directories, Jinja2 templates, discovery and plugin.yaml itself."""
+"""Kustomize, plain directories, Jinja2 templates, discovery and plugin.yaml itself, through
+Argo CD's real cmp-server (the `sidecar` fixture)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ def test_kustomization_errors_fail_cleanly(
     assert "kustomize build failed" in result.stderr
 
 
+@pytest.mark.integration
 def test_plain_directory_with_stray_files(tmp_path: Path, sidecar: SidecarFactory) -> None:
     repo = write(
         tmp_path / "repo",
@@ -80,6 +82,7 @@ def test_plain_directory_with_stray_files(tmp_path: Path, sidecar: SidecarFactor
     assert result.one("Secret")["stringData"]["password"] == "db-pass-5582"
 
 
+@pytest.mark.integration
 def test_plain_directory_with_nothing_to_render(tmp_path: Path, sidecar: SidecarFactory) -> None:
     repo = write(tmp_path / "repo", {"app/values.yaml": "a: 1\n"})
     result = sidecar().generate(repo, App(path="app"))
@@ -87,6 +90,7 @@ def test_plain_directory_with_nothing_to_render(tmp_path: Path, sidecar: Sidecar
     assert "no manifests" in result.stderr
 
 
+@pytest.mark.integration
 def test_source_type_override(tmp_path: Path, sidecar: SidecarFactory) -> None:
     repo = write(
         tmp_path / "repo",
@@ -143,6 +147,7 @@ def test_jinja_templates_then_helm(tmp_path: Path, sidecar: SidecarFactory, helm
     assert not (repo / "apps/j/Chart.yaml").exists()
 
 
+@pytest.mark.integration
 def test_discovery(tmp_path: Path, sidecar: SidecarFactory) -> None:
     cmp = sidecar(config=PLUGIN_WITH_DISCOVERY_YAML)
     repo = simple_chart(tmp_path / "repo")

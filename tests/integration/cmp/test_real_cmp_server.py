@@ -1,9 +1,10 @@
 """The plugin behind the real Argo CD: argocd-cmp-server 3.6.2 built from Argo CD's Go module,
 driven by cmp-client through the repo-server's own code (tests/real_cmp.py).
 
-Every render is compared with the direct `plugin generate` of the same request (run by the CMP
-harness, tests/cmp_harness.py) as Argo CD's own YAML splitter reads it (goyaml-json), so the
-harness and the real server are held to the same answer. Failures are compared word for word
+Every render is compared with the direct, in-process `plugin generate` of the same request
+(tests/cmp_harness.py builds its copy and environment) as Argo CD's own YAML splitter reads it
+(goyaml-json), so a render through the server (and the zygote, PLUGIN_TEST_SERVE=1) is held to
+the direct answer. Failures are compared word for word
 with the messages Argo CD builds. The last tests pin down the real server's deadline handling,
 which the plugin's own deadline (PLUGIN_TIMEOUT) is designed around.
 """
@@ -14,7 +15,6 @@ import contextlib
 import os
 import shutil
 import signal
-import tempfile
 import textwrap
 import time
 from collections.abc import Mapping
@@ -29,12 +29,12 @@ from tests.cmp_harness import (
     PLUGIN_WITH_DISCOVERY_YAML,
     PLUGIN_YAML,
     App,
-    CmpServer,
-    Result,
+    DirectResult,
+    direct_generate,
     sidecar_env,
 )
 from tests.integration.cmp.conftest import SECRETS, RealCmpFactory, write
-from tests.real_cmp import CmpResult, RealCmpServer, goyaml_json, plugin_name, require
+from tests.real_cmp import SERVE, CmpResult, RealCmpServer, goyaml_json, plugin_name, require
 
 pytestmark = pytest.mark.integration
 
@@ -97,13 +97,9 @@ def sidecar(
     )
 
 
-def direct(env: Mapping[str, str], repo: Path, app: App, timeout: float = 60.0) -> Result:
-    """`plugin generate .` run like argocd-cmp-server runs it (tests/cmp_harness.py)."""
-    workdir = Path(tempfile.mkdtemp(prefix="direct-"))
-    try:
-        return CmpServer(env, workdir).generate(repo, app, timeout=timeout)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+def direct(env: Mapping[str, str], repo: Path, app: App, timeout: float = 60.0) -> DirectResult:
+    """`plugin generate .` in-process on a copy made like the server's (tests/cmp_harness.py)."""
+    return direct_generate(env, repo, app, timeout=timeout)
 
 
 def real(server: RealCmpServer, repo: Path, app: App, **kwargs: Any) -> CmpResult:
@@ -189,6 +185,39 @@ def test_sigterm_only_removes_the_socket(home: Path, tmp_path: Path) -> None:
         refused = server.check()
         assert not refused.ok
         assert "connect: no such file or directory" in refused.error
+
+
+def test_zygote_beside_the_server_as_the_image_starts_it(home: Path, tmp_path: Path) -> None:
+    """`plugin serve --exec argocd-cmp-server` (the image's command): the server replaces the
+    `plugin` process, the zygote serves every `plugin` command it runs, and the check that the
+    PLUGIN_TEST_SERVE=1 run relies on notices a render that did not go through the zygote."""
+    env = {k: v for k, v in sidecar(home).items() if k != "PLUGIN_SERVE"}
+    server = RealCmpServer(
+        require("argocd-cmp-server"),
+        require("cmp-client"),
+        PLUGIN_YAML,
+        env,
+        tmp_path / "server",
+        serve=True,
+        log_level="debug",
+        log_format="json",
+    )
+    (tmp_path / "server").mkdir()
+    repo = write(tmp_path / "repo", {"app/secret.yaml": SECRET_MANIFEST})
+    with server:
+        assert server.pid is not None
+        assert Path(f"/proc/{server.pid}/exe").resolve() == Path(server.server_bin).resolve()
+        for _ in range(2):
+            got = server.generate(repo / "app", repo=repo)
+            assert got.ok and got.manifests[0]["stringData"] == SECRETS["kv/data/database"]
+        assert server.plugin_execs() == 2
+        server.check_zygote()
+        status = server.zygote_status()
+        assert status is not None
+        os.kill(int(status["pid"]), signal.SIGKILL)  # from now on the client renders itself
+        assert server.generate(repo / "app", repo=repo).ok
+        with pytest.raises(AssertionError, match="zygote"):
+            server.check_zygote()
 
 
 # --- renders compared with plugin generate ---------------------------------------------------
@@ -518,6 +547,7 @@ def test_argocd_deadline_kills_the_render(
 
 
 @pytest.mark.xfail(
+    not SERVE,
     strict=True,
     reason="the real cmp-server SIGKILLs `plugin generate`, so its SIGTERM handler never "
     "kills the renderer's session; PR_SET_PDEATHSIG reaches only helm itself, and helm's own "

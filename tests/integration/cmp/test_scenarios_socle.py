@@ -1,4 +1,5 @@
-"""The socle-gitops scenarios (spec §7) on the example repository, through the CMP harness.
+"""The socle-gitops scenarios (spec §7) on the example repository, through Argo CD's real
+cmp-server (tests/real_cmp.py).
 
 The example (examples/) replaces the socle's upstream charts with stand-ins: `registry` for
 Harbor, `cluster` for CloudNativePG's cluster chart (alias `database` instead of `cluster`) and
@@ -91,7 +92,7 @@ def test_s1_layered_values_merge(tmp_path: Path) -> None:
 
 
 def test_s1_rendered_output(tmp_path: Path, helm_bin: str) -> None:
-    result = render(examples_cmp(tmp_path, helm_bin), EXAMPLES, "registry", "vanilla")
+    result = render(examples_cmp(helm_bin), EXAMPLES, "registry", "vanilla")
     deployment = result.one("Deployment", "vanilla-dso-registry-registry-core")
     assert deployment["spec"]["replicas"] == 1
     core = container(deployment, "core")
@@ -137,7 +138,7 @@ def test_s2_platform_and_proxy_values(tmp_path: Path) -> None:
 
 
 def test_s2_platform_and_proxy_switch(tmp_path: Path, helm_bin: str) -> None:
-    cmp = examples_cmp(tmp_path, helm_bin)
+    cmp = examples_cmp(helm_bin)
     openshift = render(cmp, EXAMPLES, "registry", "openshift")
     vanilla = render(cmp, EXAMPLES, "registry", "vanilla")
 
@@ -180,10 +181,10 @@ def test_s3_openshift_nulls_remove_subchart_defaults(tmp_path: Path, helm_bin: s
     values = yaml.safe_load(text)
     assert values["registry"]["core"]["podSecurityContext"] == {"runAsUser": None, "fsGroup": None}
 
-    result = render(examples_cmp(tmp_path, helm_bin), EXAMPLES, "registry", "openshift")
+    result = render(examples_cmp(helm_bin), EXAMPLES, "registry", "openshift")
     pod = result.one("Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"] == {"runAsNonRoot": True}
-    vanilla = render(examples_cmp(tmp_path, helm_bin), EXAMPLES, "registry", "vanilla")
+    vanilla = render(examples_cmp(helm_bin), EXAMPLES, "registry", "vanilla")
     assert vanilla.one("Deployment")["spec"]["template"]["spec"]["securityContext"] == {
         "runAsUser": 10000,
         "fsGroup": 10000,
@@ -216,14 +217,14 @@ def test_s3_blank_templates_and_fragments(tmp_path: Path, helm_bin: str) -> None
     assert report.skipped_blank == ("templates/secret-db-backup.yaml",)
     assert not (work / "templates/secret-db-backup.yaml").exists()
     assert not list(work.rglob("*.j2"))
-    result = render(examples_cmp(tmp_path, helm_bin), EXAMPLES, "registry", "vanilla")
+    result = render(examples_cmp(helm_bin), EXAMPLES, "registry", "vanilla")
     assert [m["metadata"]["name"] for m in result.by_kind("Secret")].count(
         "registry-db-backup"
     ) == 0
 
     report, work = jinja_stage(tmp_path, "registry", "openshift")
     assert report.skipped_blank == ()
-    openshift = render(examples_cmp(tmp_path, helm_bin), EXAMPLES, "registry", "openshift")
+    openshift = render(examples_cmp(helm_bin), EXAMPLES, "registry", "openshift")
     assert openshift.one("Secret", "registry-db-backup")["stringData"] == {
         "ACCESS_KEY_ID": secret(f"{OPENSHIFT}/global", "backup", "s3AccessKey"),
         "ACCESS_SECRET_KEY": secret(f"{OPENSHIFT}/global", "backup", "s3SecretKey"),
@@ -237,7 +238,7 @@ def test_s3_global_app_without_dependencies(tmp_path: Path, helm_bin: str) -> No
     assert yaml.safe_load((work / "values.yaml").read_text()) == {"global": {}}
     assert report.skipped_blank == ("templates/backup-s3-secret.yaml",)
 
-    result = render(examples_cmp(tmp_path, helm_bin), EXAMPLES, "global", "vanilla")
+    result = render(examples_cmp(helm_bin), EXAMPLES, "global", "vanilla")
     assert sorted((m["kind"], m["metadata"]["name"]) for m in result.manifests) == [
         ("ConfigMap", "platform-info"),
         ("Namespace", "dso-registry"),
@@ -264,7 +265,7 @@ def test_s3_global_app_with_backups(tmp_path: Path, helm_bin: str) -> None:
     assert values["global"] == {"imagePullSecrets": [{"name": "registry-pull"}]}
     assert values["cpn-ansible-job"]["global"] == {"platform": "openshift"}
 
-    result = render(examples_cmp(tmp_path, helm_bin), EXAMPLES, "global", "openshift")
+    result = render(examples_cmp(helm_bin), EXAMPLES, "global", "openshift")
     job = result.one("Job")
     # dsc.global.values reached the subchart through Helm's `global`.
     assert job["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "registry-pull"}]
@@ -279,7 +280,7 @@ def test_s3_global_app_with_backups(tmp_path: Path, helm_bin: str) -> None:
 @pytest.mark.parametrize("cluster", ["vanilla", "openshift"])
 def test_s4_secret_encodings(tmp_path: Path, helm_bin: str, cluster: str) -> None:
     vault = f"kv/data/{cluster}"
-    result = render(examples_cmp(tmp_path, helm_bin), EXAMPLES, "registry", cluster)
+    result = render(examples_cmp(helm_bin), EXAMPLES, "registry", cluster)
     # The chart applied b64enc to the placeholder: decoded, replaced, encoded again.
     core = result.one("Secret", f"{cluster}-dso-registry-registry-core")
     password = secret(f"{vault}/registry", "admin", "password")
@@ -318,7 +319,7 @@ def test_s8_dependencies_and_aliases(tmp_path: Path) -> None:
 
 
 def test_s8_one_chart_under_two_aliases(tmp_path: Path, helm_bin: str) -> None:
-    result = render(examples_cmp(tmp_path, helm_bin), EXAMPLES, "tests", "vanilla")
+    result = render(examples_cmp(helm_bin), EXAMPLES, "tests", "vanilla")
     jobs = {job["metadata"]["name"]: job for job in result.by_kind("Job")}
     assert set(jobs) == {
         "vanilla-dso-tests-registry-integration-test",
@@ -369,7 +370,7 @@ def test_s8_version_range_against_a_chart_repository(
     repo = variant(tmp_path, "ranged", "vanilla", change)
     _, work = jinja_stage(tmp_path, "registry", "ranged", repo=repo)
     assert "version: '>=0.0.0 <1.0.0'" in (work / "Chart.yaml").read_text()
-    result = render(examples_cmp(tmp_path, helm_bin), repo, "registry", "ranged", env_name="x")
+    result = render(examples_cmp(helm_bin), repo, "registry", "ranged", env_name="x")
     assert result.one("Job")["metadata"]["labels"]["helm.sh/chart"] == "cpn-job-0.2.0"
 
 
@@ -382,7 +383,7 @@ def test_s8_file_dependency_version_range(tmp_path: Path, helm_bin: str) -> None
 
     variant(tmp_path, "ranged", "vanilla", ranged)
     repo = variant(tmp_path, "too-new", "vanilla", unsatisfiable)
-    cmp = examples_cmp(tmp_path, helm_bin)
+    cmp = examples_cmp(helm_bin)
     result = render(cmp, repo, "registry", "ranged", env_name="x")
     assert result.one("Job")["metadata"]["labels"]["helm.sh/chart"] == "cpn-job-1.1.0"
     refused = cmp.generate(repo, app_for("registry", "too-new"))
@@ -396,7 +397,7 @@ def test_s8_file_dependency_version_range(tmp_path: Path, helm_bin: str) -> None
 
 @pytest.mark.parametrize("cluster", ["vanilla", "openshift"])
 def test_s9_post_install_job(tmp_path: Path, helm_bin: str, cluster: str) -> None:
-    result = render(examples_cmp(tmp_path, helm_bin), EXAMPLES, "registry", cluster)
+    result = render(examples_cmp(helm_bin), EXAMPLES, "registry", cluster)
     jobs = result.by_kind("Job")
     assert len(jobs) == 1
     job = jobs[0]
@@ -435,7 +436,7 @@ def test_undefined_variable_names_file_and_line(tmp_path: Path, helm_bin: str) -
         del config["dsc"]["registry"]["postgresPvcSize"]
 
     repo = variant(tmp_path, "incomplete", "vanilla", change)
-    result = examples_cmp(tmp_path, helm_bin).generate(repo, app_for("registry", "incomplete"))
+    result = examples_cmp(helm_bin).generate(repo, app_for("registry", "incomplete"))
     assert result.code == 1
     assert result.stdout == ""
     line = _line_of(EXAMPLES / "apps/registry/values/100-database.j2", "postgresPvcSize")
@@ -450,17 +451,23 @@ def test_undefined_variable_names_file_and_line(tmp_path: Path, helm_bin: str) -
     ["/../outside.yaml", "../../../outside.yaml", "/clusters/../../outside.yaml"],
 )
 def test_context_file_outside_the_repository(tmp_path: Path, helm3_bin: str, entry: str) -> None:
-    cmp = examples_cmp(tmp_path, helm3_bin)
-    # Every entry names this file, just above the request's copy of the repository: it exists,
-    # so the refusal is not a "does not exist".
-    (cmp.workdir / "outside.yaml").write_text("dsc: {}\n")
-    result = cmp.generate(EXAMPLES, app_for("registry", "vanilla", context_files=[entry]))
+    cmp = examples_cmp(helm3_bin)
+    # Every entry names this file, just above the request's copy of the repository (the
+    # server unpacks each request into a directory of its own): it exists, so the refusal is
+    # not a "does not exist".
+    outside = cmp.requests_dir / "outside.yaml"
+    outside.write_text("dsc: {}\n")
+    try:
+        result = cmp.generate(EXAMPLES, app_for("registry", "vanilla", context_files=[entry]))
+    finally:
+        outside.unlink()
     assert result.code == 1 and result.stdout == ""
     assert f"context file {entry!r}: refused, it resolves outside the repository" in result.stderr
 
 
 def test_context_file_symlink_leaving_the_repository(tmp_path: Path, helm3_bin: str) -> None:
-    """Through the CLI directly: the harness (like the cmp-server's copy) drops such links."""
+    """Through the CLI directly: Argo CD's untar never recreates a link leaving the repository
+    (it refuses a relative one and re-roots an absolute one inside the copy)."""
     repo = variant(tmp_path, "same", "vanilla", lambda config: None)
     (tmp_path / "elsewhere.yaml").write_text((repo / "clusters/vanilla.yaml").read_text())
     (repo / "clusters/link.yaml").symlink_to(tmp_path / "elsewhere.yaml")
@@ -521,7 +528,7 @@ def test_sandbox_escape_is_refused(tmp_path: Path, helm_bin: str, name: str) -> 
         lambda config: None,
         files={"apps/global/templates/escape.yaml.j2": template},
     )
-    result = examples_cmp(tmp_path, helm_bin).generate(repo, app_for("global", "vanilla"))
+    result = examples_cmp(helm_bin).generate(repo, app_for("global", "vanilla"))
     assert result.code == 1
     assert result.stdout == ""
     assert "templates/escape.yaml.j2:6: " in result.stderr
@@ -531,7 +538,7 @@ def test_sandbox_escape_is_refused(tmp_path: Path, helm_bin: str, name: str) -> 
 
 @pytest.mark.parametrize(("app", "cluster"), [("registry", "openshift"), ("global", "vanilla")])
 def test_renders_are_deterministic(tmp_path: Path, helm_bin: str, app: str, cluster: str) -> None:
-    cmp = examples_cmp(tmp_path, helm_bin)
+    cmp = examples_cmp(helm_bin)
     first = render(cmp, EXAMPLES, app, cluster)
     second = render(cmp, EXAMPLES, app, cluster)
     assert first.stdout == second.stdout
