@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,10 +40,13 @@ def run_documented(
     if helm is not None:
         command = command.replace("HELM_BIN=.tools/bin/helm3", f"HELM_BIN={helm}")
         command = command.replace(".venv/bin/plugin", str(VENV_BIN / "plugin"))
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "LANG": "C.UTF-8"}
-    return subprocess.run(
-        ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
+    # HOME outside the project: the plugin keeps caches and its reference index under
+    # ~/.cache, which must not land in the checkout.
+    with tempfile.TemporaryDirectory(prefix="documented-home-") as home:
+        env = {"PATH": "/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8"}
+        return subprocess.run(
+            ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, check=False
+        )
 
 
 def unpacked_copy(tmp_path: Path, helm: str) -> Path:
@@ -124,10 +128,10 @@ def test_every_app_on_every_cluster(tmp_path: Path, helm_bin: str, app: str, clu
         assert instance in (None, f"{cluster}-dso-{app}"), manifest["metadata"]["name"]
 
 
-def test_plain_example() -> None:
+def test_plain_example(tmp_path: Path) -> None:
     env = {
         "PATH": "/usr/bin:/bin",
-        "HOME": str(ROOT),
+        "HOME": str(tmp_path),  # not the checkout: the plugin writes under ~/.cache
         "AVP_TYPE": "file",
         "AVP_FILE_PATH": "examples/secrets.yaml",
     }
