@@ -44,16 +44,21 @@ from plugin.argocd.request import AppRequest, announcements, app_request
 from plugin.config import Setting, Settings, load_settings
 from plugin.errors import ConfigError, InputError, PluginError, RenderError, UsageError
 from plugin.manifests import reader
-from plugin.manifests.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_SETTING, format_size, parse_size
+from plugin.manifests.inputs import (
+    DEFAULT_MAX_INPUT,
+    MAX_INPUT_SETTING,
+    parse_size,
+    read_pipe,
+)
 from plugin.placeholders.engine import (
     BackendFactory,
     EngineOptions,
     InputStream,
     Outcome,
     ResolutionError,
-    emit,
     load,
     resolve,
+    write,
 )
 from plugin.placeholders.modifiers import FINGERPRINT_KEY_SETTING, fingerprint_context
 from plugin.placeholders.substitute import Rules, Site, Status
@@ -517,8 +522,7 @@ def _finish(
         )
     for site in unterminated:
         log.warning("%s", site.message())
-    text = emit(outcome)
-    out.write(text)
+    write(outcome, out)
     out.flush()
     log.debug("generate finished in %.3f s", time.monotonic() - started)
     return 0
@@ -656,19 +660,13 @@ def _read_input(
 ) -> tuple[list[InputStream], bool]:
     """The input streams, and whether they come from walking a directory or file."""
     if path == "-":
-        if hasattr(stdin, "buffer"):
-            data = stdin.buffer.read(max_bytes + 1)
-        else:
-            data = stdin.read(max_bytes + 1).encode()
-        if len(data) > max_bytes:
-            raise InputError(
-                f"{reader.STDIN_NAME} is larger than {format_size(max_bytes)} "
-                f"({MAX_INPUT_SETTING}); refused"
-            )
-        try:
-            return [InputStream(reader.STDIN_NAME, data.decode("utf-8"))], False
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{reader.STDIN_NAME} is not valid UTF-8 (byte {exc.start})") from None
+        # Read as the engine splits it (see `read_pipe`): a 50 MB render is held once.
+        source = (
+            stdin.buffer
+            if hasattr(stdin, "buffer")
+            else io.BytesIO(stdin.read(max_bytes + 1).encode())
+        )
+        return [read_pipe(reader.STDIN_NAME, source, max_bytes)], False
     root = Path(path)
     files = reader.discover(root)
     return reader.read_files(files, root, max_bytes), True

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from plugin.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -11,11 +16,45 @@ class InputStream:
     """Text of one input: a file, stdin, or a renderer's stdout.
 
     `name` is what error messages call it (a path relative to the app directory,
-    `<stdin>`, `helm template`).
+    `<stdin>`, `helm template`). A large input read from a pipe comes as `chunks` instead
+    of `text` (which is then empty): decoded piece by piece and split as it arrives, it is
+    never held twice (bytes and text, or text and documents), and can be consumed once.
     """
 
     name: str
     text: str
+    chunks: Iterator[str] | None = field(default=None, compare=False, repr=False)
+
+
+#: Bytes read from a pipe at a time.
+CHUNK_SIZE = 1024 * 1024
+
+
+def read_pipe(name: str, source: BinaryIO, max_bytes: int) -> InputStream:
+    """An input read lazily from `source`: UTF-8 checked, at most `max_bytes` (InputError)."""
+    return InputStream(name, "", _decoded_chunks(name, source, max_bytes))
+
+
+def _decoded_chunks(name: str, source: BinaryIO, max_bytes: int) -> Iterator[str]:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    total = 0
+    while True:
+        data = source.read(CHUNK_SIZE)
+        total += len(data)
+        if total > max_bytes:
+            raise InputError(
+                f"{name} is larger than {format_size(max_bytes)} ({MAX_INPUT_SETTING}); refused"
+            )
+        held = len(decoder.getstate()[0])  # bytes of a character cut by the last chunk
+        try:
+            text = decoder.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            where = total - len(data) - held + exc.start
+            raise InputError(f"{name} is not valid UTF-8 (byte {where})") from None
+        if text:
+            yield text
+        if not data:
+            return
 
 
 #: The setting bounding every input the plugin reads: the files of a directory in all, stdin,

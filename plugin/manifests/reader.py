@@ -7,10 +7,11 @@ renders stay cheap). Everything else is parsed with libyaml.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,9 @@ def _display_name(path: Path, root: Path) -> str:
 
 def split(stream: InputStream) -> Iterator[RawDocument]:
     """Split a stream into documents: a JSON object sequence or `---`-separated YAML."""
+    if stream.chunks is not None:
+        yield from _split_chunks(stream.name, stream.chunks)
+        return
     text = stream.text.removeprefix("\ufeff")
     if "\x00" in text:
         raise InputError(f"{stream.name} contains a NUL byte")
@@ -199,13 +203,81 @@ def _split_json(name: str, text: str) -> Iterator[RawDocument]:
         position = end
 
 
+def _split_chunks(name: str, chunks: Iterator[str]) -> Iterator[RawDocument]:
+    """`split` for an input arriving in pieces: the same documents, never the whole text.
+
+    JSON (rare, and parsed anyway) is joined and split as a whole.
+    """
+    checked = _checked_chunks(name, chunks)
+    head: list[str] = []
+    for chunk in checked:
+        head.append(chunk)
+        if chunk.strip():
+            break
+    if "".join(head).lstrip()[:1] == "{":
+        yield from _split_json(name, "".join([*head, *checked]))
+        return
+    yield from _split_pieces(name, _pieces(_unix_newlines(itertools.chain(head, checked))))
+
+
+def _checked_chunks(name: str, chunks: Iterator[str]) -> Iterator[str]:
+    first = True
+    for chunk in chunks:
+        text = chunk.removeprefix("\ufeff") if first else chunk
+        first = False
+        if "\x00" in text:
+            raise InputError(f"{name} contains a NUL byte")
+        yield text
+
+
+def _unix_newlines(chunks: Iterable[str]) -> Iterator[str]:
+    """`text.replace("\\r\\n", "\\n")` over pieces (a CR ending one piece waits for the next)."""
+    carry = ""
+    for chunk in chunks:
+        text = carry + chunk
+        carry = ""
+        if text.endswith("\r"):
+            text, carry = text[:-1], "\r"
+        yield text.replace("\r\n", "\n")
+    if carry:
+        yield carry
+
+
+_SEPARATOR = "\n---"
+
+
+def _pieces(chunks: Iterable[str]) -> Iterator[str]:
+    """`("\\n" + text).split("\\n---")` for a text given in pieces, in linear time.
+
+    A piece is joined only once a separator ends it; a separator cut between two chunks is
+    found through the last three characters kept from the previous one.
+    """
+    held: list[str] = ["\n"]
+    tail = "\n"
+    for chunk in chunks:
+        if _SEPARATOR not in tail + chunk:
+            held.append(chunk)
+            tail = (tail + chunk)[-3:]
+            continue
+        parts = ("".join(held) + chunk).split(_SEPARATOR)
+        yield from parts[:-1]
+        held = [parts[-1]]
+        tail = parts[-1][-3:]
+    yield "".join(held)
+
+
 def _split_yaml(name: str, text: str) -> Iterator[RawDocument]:
     """Split on lines starting with `---`; linear, with C-level string operations."""
+    yield from _split_pieces(name, iter(("\n" + text).split(_SEPARATOR)))
+
+
+def _split_pieces(name: str, pieces: Iterator[str]) -> Iterator[RawDocument]:
+    """Documents from the text between `\\n---` (the first piece starts with a `\\n`)."""
     index = 0
-    pieces = ("\n" + text).split("\n---")
-    chunk, chunk_line = pieces[0][1:], 1
-    separator_line = 1 + pieces[0].count("\n")
-    for piece in pieces[1:]:
+    first = next(pieces)
+    chunk, chunk_line = first[1:], 1
+    separator_line = 1 + first.count("\n")
+    for piece in pieces:
         head, _, body = piece.partition("\n")
         if head and head[0] not in " \t\r#":
             # `----` or `---x`: not a separator; it belongs to the current document.

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 from plugin.errors import BackendError, DeadlineError, InputError, PluginError
 from plugin.manifests import reader
@@ -28,7 +28,15 @@ log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[], Backend]
 
-__all__ = ["EngineOptions", "InputStream", "Outcome", "ResolutionError", "generate", "resolve"]
+__all__ = [
+    "EngineOptions",
+    "InputStream",
+    "Outcome",
+    "ResolutionError",
+    "generate",
+    "resolve",
+    "write",
+]
 
 
 class ResolutionError(PluginError):
@@ -63,7 +71,8 @@ class EngineOptions:
 class Outcome:
     """Everything one run found: the documents (resolved in place) and every placeholder site."""
 
-    documents: list[Document]
+    #: Parsed documents, and the text of those copied through as they are.
+    documents: list[Document | str]
     jobs: list[Job]
     sites: list[Site]
 
@@ -86,32 +95,43 @@ def check_deadline(deadline: float, doing: str) -> None:
 
 def load(
     streams: Sequence[InputStream], skip_non_manifests: bool, deadline: float = float("inf")
-) -> list[Document]:
-    """Split and (where needed) parse every stream; all input errors are reported together."""
-    documents: list[Document] = []
+) -> list[Document | str]:
+    """Split and (where needed) parse every stream; all input errors are reported together.
+
+    A document that needs no parsing is kept as its text only (a `str`, copied to the output
+    as it is): a large render costs its text and little more.
+    """
+    documents: list[Document | str] = []
     problems: list[str] = []
     for stream in streams:
         check_deadline(deadline, "reading manifests")
         try:
-            raws = list(reader.split(stream))
-            to_parse = [raw for raw in raws if reader.needs_parsing(raw)]
-            for raw in to_parse:
+            slots: list[reader.RawDocument | str] = []
+            to_parse: list[reader.RawDocument] = []
+            for number, raw in enumerate(reader.split(stream)):
+                if number % _DEADLINE_EVERY == _DEADLINE_EVERY - 1:
+                    check_deadline(deadline, f"reading {stream.name} (document {number + 1})")
+                if not reader.needs_parsing(raw):
+                    slots.append(raw.text)
+                    continue
                 if len(raw.text) > MAX_PARSED_DOCUMENT:
                     raise InputError(
                         f"{raw.where()}: the document is {format_size(len(raw.text))}, larger "
                         f"than any Kubernetes object can be ({format_size(MAX_PARSED_DOCUMENT)} "
                         "at most); refused"
                     )
+                slots.append(raw)
+                to_parse.append(raw)
             parsed: dict[int, Any] = {}
             for first in range(0, len(to_parse), _PARSE_BATCH):
                 check_deadline(deadline, f"parsing {stream.name} (document {first + 1})")
                 batch = to_parse[first : first + _PARSE_BATCH]
                 parsed.update(zip(map(id, batch), reader.parse_many(batch), strict=True))
-            for raw in raws:
-                if id(raw) not in parsed:
-                    documents.append(Document(raw, None))
+            for slot in slots:
+                if isinstance(slot, str):
+                    documents.append(slot)
                     continue
-                document = _checked_document(raw, parsed[id(raw)], skip_non_manifests)
+                document = _checked_document(slot, parsed[id(slot)], skip_non_manifests)
                 if document is not None:
                     documents.append(document)
         except InputError as exc:
@@ -138,14 +158,14 @@ def _checked_document(
 
 
 def resolve(
-    documents: list[Document], options: EngineOptions, make_backend: BackendFactory
+    documents: list[Document | str], options: EngineOptions, make_backend: BackendFactory
 ) -> Outcome:
     """Plan all reads, fetch each distinct one once, then substitute in every document."""
     jobs: list[Job] = []
     for number, document in enumerate(documents):
         if number % _DEADLINE_EVERY == 0:
             check_deadline(options.deadline, f"looking for placeholders (document {number + 1})")
-        if document.content is not None:
+        if not isinstance(document, str) and document.content is not None:
             with _depth_guard(document):
                 jobs.append(plan(document, options.rules))
     refs: set[SecretRef] = set().union(*(job.refs for job in jobs)) if jobs else set()
@@ -213,16 +233,35 @@ def _explain_denials(backend: Backend, results: Results) -> None:
 
 def emit(outcome: Outcome) -> str:
     """The output stream: untouched documents byte for byte, changed ones re-serialised."""
+    return "---\n".join(_texts(outcome))
+
+
+def write(outcome: Outcome, out: TextIO) -> None:
+    """`emit` written piece by piece: a large output is never built as one more string.
+
+    Every changed document is serialised before the first byte is written, so a failure
+    there still leaves stdout empty.
+    """
+    for number, text in enumerate(_texts(outcome)):
+        if number:
+            out.write("---\n")
+        out.write(text)
+
+
+def _texts(outcome: Outcome) -> list[str]:
+    """Each document's output text, ending with a line break."""
     touched = {id(job.document) for job in outcome.jobs if job.changed}
     parts: list[str] = []
     for document in outcome.documents:
-        if document.content is None or id(document) not in touched:
+        if isinstance(document, str):
+            text = document
+        elif document.content is None or id(document) not in touched:
             text = document.raw.text
         else:
             with _depth_guard(document):
                 text = dump(document.content)
         parts.append(text if text.endswith("\n") else text + "\n")
-    return "---\n".join(parts)
+    return parts
 
 
 def generate(

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import io
+import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plugin.errors import InputError
-from plugin.manifests import reader
-from plugin.placeholders.engine import EngineOptions, InputStream, generate, load
+from plugin.manifests import inputs, reader
+from plugin.placeholders.engine import (
+    EngineOptions,
+    InputStream,
+    emit,
+    generate,
+    load,
+    resolve,
+    write,
+)
 from plugin.secrets.file import FileBackend
 
 
@@ -86,7 +99,8 @@ def test_documents_without_kind_are_skipped_in_directories(tmp_path: Path) -> No
         "values.yaml",
     ]
     documents = load(reader.read_files(files, tmp_path), skip_non_manifests=True)
-    assert [d.raw.source for d in documents] == ["sub/cm.yml"]
+    # A manifest with nothing to replace is kept as its text (copied through).
+    assert documents == ["kind: ConfigMap\nmetadata: {name: a}\n"]
 
 
 def test_documents_without_kind_fail_on_streams() -> None:
@@ -159,3 +173,91 @@ def test_a_value_is_typed_the_same_whether_or_not_the_document_is_rewritten() ->
 def test_bare_equals_sign_parses() -> None:
     [doc] = split("kind: CustomResourceDefinition\nenum: [=, '!=', =~]\nx: <k>\n")
     assert reader.parse(doc)["enum"] == ["=", "!=", "=~"]
+
+
+# ---------------------------------------------------------------- input read in pieces
+
+
+def _whole_and_chunked(text: str, cuts: list[int]) -> tuple[list[Any], list[Any]]:
+    bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
+    chunks = [text[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+    def rows(stream: InputStream) -> list[Any]:
+        try:
+            return [(r.index, r.line, r.text, r.is_json) for r in reader.split(stream)]
+        except InputError as exc:
+            return [str(exc)]
+
+    return rows(InputStream("s", text)), rows(InputStream("s", "", iter(chunks)))
+
+
+_PIECES = st.sampled_from(
+    [
+        "---",
+        "---\n",
+        "\n",
+        "\r\n",
+        "\r",
+        "----",
+        "--- {a: 1}",
+        "# c\n",
+        "a: 1",
+        " ",
+        "-",
+        "{}",
+        "k: |+\n  x\n",
+        "\ufeff",
+        "\x00",
+        "é",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, max_size=25), st.lists(st.integers(0, 200), max_size=8))
+def test_an_input_split_in_pieces_gives_the_same_documents(
+    pieces: list[str], cuts: list[int]
+) -> None:
+    whole, chunked = _whole_and_chunked("".join(pieces), cuts)
+    assert chunked == whole
+
+
+def test_separators_cut_between_chunks_are_found() -> None:
+    text = "a: 1\n---\nb: 2\r\n---\r\nc: 3\n"
+    for cut in range(len(text) + 1):
+        whole, chunked = _whole_and_chunked(text, [cut, cut + 1, cut + 2])
+        assert chunked == whole
+        assert len(whole) == 3
+
+
+def test_read_pipe_checks_size_and_utf8_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inputs, "CHUNK_SIZE", 4)
+    stream = inputs.read_pipe("<stdin>", io.BytesIO("kind: é\n".encode()), 100)
+    assert [r.text for r in reader.split(stream)] == ["kind: é\n"]
+    bad = inputs.read_pipe("<stdin>", io.BytesIO(b"kind: \xc3\xa9\xff\n"), 100)
+    with pytest.raises(InputError, match=r"<stdin> is not valid UTF-8 \(byte 8\)"):
+        list(reader.split(bad))
+    big = inputs.read_pipe("<stdin>", io.BytesIO(b"a: 1\n" * 10), 20)
+    with pytest.raises(InputError, match=r"<stdin> is larger than 20 bytes"):
+        list(reader.split(big))
+
+
+def test_documents_copied_through_are_kept_as_their_text_only() -> None:
+    text = "kind: A\nmetadata: {name: a}\n---\nkind: B\nx: <path:kv/data/a#b>\n"
+    documents = load([InputStream("s", "", iter([text]))], skip_non_manifests=False)
+    assert documents[0] == "kind: A\nmetadata: {name: a}\n"
+    assert not isinstance(documents[1], str)
+    assert documents[1].content == {"kind": "B", "x": "<path:kv/data/a#b>"}
+
+
+def test_write_gives_emit_piece_by_piece() -> None:
+    text = "kind: A\n---\nkind: B\nx: <path:kv/data/a#b>\n---\nkind: C\n"
+    options = EngineOptions(skip_non_manifests=False)
+    outcome = resolve(
+        load([InputStream("s", text)], False),
+        options,
+        lambda: FileBackend({"kv/data/a": {"b": "v"}}, "t"),
+    )
+    out = io.StringIO()
+    write(outcome, out)
+    assert out.getvalue() == emit(outcome) == "kind: A\n---\nkind: B\nx: v\n---\nkind: C\n"
