@@ -1,5 +1,5 @@
 """Command line: `plugin generate`, `plugin check`, `plugin parameters`, `plugin discover`,
-`plugin version`, `plugin serve`, `plugin refs`.
+`plugin version`, `plugin serve`, `plugin refs`, `plugin watch`.
 
 The console script is `plugin.__main__` (it hands the command line to the zygote when one
 runs); this module is what runs the command, in the zygote's child or in-process.
@@ -173,6 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
             "each application's last successful generate (see docs/rotation.md)",
         )
     )
+    watch = commands.add_parser(
+        "watch",
+        help="poll the secrets applications read and hard-refresh those that changed",
+        description="poll the references of the reference index (see docs/rotation.md) and ask "
+        "Argo CD for a hard refresh of each application whose secrets changed; one replica leads "
+        "(a Kubernetes Lease); /metrics and /healthz on PLUGIN_WATCH_PORT",
+    )
+    # Declared here, not in rotation.watch: `plugin generate` must not import the watcher.
+    watch.add_argument(
+        "--once",
+        action="store_true",
+        help="one cycle (acquire the Lease, poll, refresh, release) and print its report (JSON)",
+    )
     serve_command.add_arguments(
         commands.add_parser(
             "serve",
@@ -264,6 +277,8 @@ def _main(argv: Sequence[str] | None, redactor: Redactor) -> int:
             return serve_command.run(args, os.environ, sys.stdout, entry=main, warm=warm_up)
         if args.command == "refs":
             return refs_command.run(args, os.environ, sys.stdout)
+        if args.command == "watch":
+            return _watch(args, os.environ, redactor)
         _configure_logging(args, redactor)
         if argv is None:  # the real process (not a test calling main()): SIGTERM kills children
             install_signal_handlers()
@@ -283,6 +298,17 @@ def _main(argv: Sequence[str] | None, redactor: Redactor) -> int:
     except Exception as exc:
         print(f"Error: internal error ({type(exc).__name__}); this is a bug", file=sys.stderr)
         return 1
+
+
+def _watch(args: argparse.Namespace, environ: Mapping[str, str], redactor: Redactor) -> int:
+    """`plugin watch`: imported only here, so a render never loads the watcher."""
+    from plugin.rotation import watch as watch_command
+
+    for name in CREDENTIAL_SETTINGS:
+        value = environ.get(name, "")
+        if value:
+            redactor.add_secret(value)
+    return watch_command.run(args, environ, sys.stdout, sys.stderr)
 
 
 def _configure_logging(args: argparse.Namespace, redactor: Redactor) -> None:

@@ -437,3 +437,68 @@ def read_kubernetes_secret(environ: Mapping[str, str], namespace: str, name: str
             raise ConfigError(f"{what} key {key} is not base64-encoded UTF-8 text") from None
         values[upper] = decoded
     return values
+
+
+# ---------------------------------------------------------------------------------------------
+# `plugin watch`: the rotation watcher's settings (sidecar environment only)
+# ---------------------------------------------------------------------------------------------
+
+WATCH_INTERVAL_SETTING = "PLUGIN_WATCH_INTERVAL"
+WATCH_RATE_SETTING = "PLUGIN_WATCH_RATE"
+WATCH_MAX_BACKOFF_SETTING = "PLUGIN_WATCH_MAX_BACKOFF"
+WATCH_REFRESH_RETRY_SETTING = "PLUGIN_WATCH_REFRESH_RETRY"
+WATCH_PORT_SETTING = "PLUGIN_WATCH_PORT"
+WATCH_BIND_SETTING = "PLUGIN_WATCH_BIND"
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """How often and how hard `plugin watch` polls, and where it serves /metrics.
+
+    Why these knobs: the interval bounds how late a rotation reaches the cluster; the rate caps
+    what hundreds of Applications cost Vault whatever the interval; the back-offs keep a broken
+    backend or an Application that fails to re-render from being hammered every cycle.
+    """
+
+    #: Seconds between two polls of every reference (each cycle is jittered by +/-10 %).
+    interval: float = 60.0
+    #: Vault requests per second, at most (token bucket; bursts of up to one second's worth).
+    rate: float = 20.0
+    #: Longest wait before an Application whose poll failed is polled again.
+    max_backoff: float = 600.0
+    #: Seconds after which a hard refresh Argo CD has not acted on (no new render) is asked
+    #: again; doubles on each new request, up to one hour.
+    refresh_retry: float = 300.0
+    #: TCP port of /metrics and /healthz; 0 serves nothing.
+    port: int = 9102
+    #: Address /metrics and /healthz listen on.
+    bind: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod's IP
+
+
+def watch_settings(environ: Mapping[str, str]) -> WatchSettings:
+    """The watcher's settings from the sidecar's own environment.
+
+    `ARGOCD_ENV_*` names are dropped first: the watcher is not an Application's render, and no
+    Application may tune how the shared watcher treats Vault.
+    """
+    own = {k: v for k, v in environ.items() if not k.startswith(ARGOCD_ENV_PREFIX)}
+    settings = Settings(environ=own, defaults={})
+    defaults = WatchSettings()
+    rate = settings.get_float(WATCH_RATE_SETTING, defaults.rate)
+    if rate <= 0:
+        raise ConfigError(f"{WATCH_RATE_SETTING} must be a positive number of requests per second")
+    port = settings.get_int(WATCH_PORT_SETTING, defaults.port)
+    if port > 65535:
+        raise ConfigError(f"{WATCH_PORT_SETTING} must be a TCP port (0 to 65535), got {port}")
+    return WatchSettings(
+        interval=get_duration(settings, WATCH_INTERVAL_SETTING, defaults.interval, minimum=1.0),
+        rate=rate,
+        max_backoff=get_duration(
+            settings, WATCH_MAX_BACKOFF_SETTING, defaults.max_backoff, minimum=1.0
+        ),
+        refresh_retry=get_duration(
+            settings, WATCH_REFRESH_RETRY_SETTING, defaults.refresh_retry, minimum=1.0
+        ),
+        port=port,
+        bind=(settings.get(WATCH_BIND_SETTING) or defaults.bind).strip(),
+    )
