@@ -5,7 +5,10 @@ Application resolved (backend, address, path, pinned version, KV version, the ve
 keyed fingerprint of what was read; never a value) in the sidecar's cache volume; `refs`
 answers "which applications use this path?" from that index; `poll` checks one record against
 the store (with the identity and tenant policy of its render) for a secret that changed since.
-The watcher that asks Argo CD to re-render an Application is not built yet (see docs/rotation.md).
+`watch` is `plugin watch`: the loop that polls the records through `poll` and asks Argo CD for
+a hard refresh of each Application whose secrets changed (leader only, rate-limited, one
+request per render); `metrics` serves its /metrics and /healthz and writes its JSON logs (see
+docs/rotation.md).
 
 `kube` is the watcher's minimal Kubernetes API client (in-cluster service account: the
 hard-refresh merge patch of an Application, Lease get/create/update); `lease` is leader election

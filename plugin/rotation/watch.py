@@ -85,6 +85,10 @@ class PollOutcome(Protocol):
 
 
 class Poller(Protocol):
+    """Polls one record. An optional `start_cycle()` is called before each cycle: the real
+    poller forgets the previous cycle's answers there (within a cycle a path shared by many
+    Applications of one identity is asked once)."""
+
     def check(self, record: Record) -> PollOutcome: ...
 
 
@@ -97,7 +101,7 @@ class Elector(Protocol):
 
     def is_leader(self) -> bool: ...
 
-    def release(self) -> None: ...
+    def release(self) -> object: ...
 
 
 class Clock(Protocol):
@@ -148,7 +152,7 @@ class TokenBucket:
         """Wait until `cost` tokens are there and take them; False when stopped meanwhile."""
         cost = min(max(cost, 0.0), self.capacity)
         self._refill()
-        while self.tokens < cost:
+        while self.tokens < cost - 1e-6:  # rounding must not leave a wait too small to pass
             if self._clock.wait(stop, (cost - self.tokens) / self.rate):
                 return False
             self._refill()
@@ -316,6 +320,9 @@ class Watcher:
             self.log("error", "index_unreadable", error=type(exc).__name__)
             return report
         self.metrics.inc("cycles_total")
+        start_cycle = getattr(self.poller, "start_cycle", None)
+        if start_cycle is not None:
+            start_cycle()
         latest = self._latest_per_application(records, report)
         report.applications = len(latest)
         self.metrics.set("applications", len(latest))
@@ -397,6 +404,9 @@ class Watcher:
         report.vault_requests += requests
         self.metrics.inc("polls_total")
         self.metrics.inc("vault_requests_total", requests)
+        refused = int(getattr(outcome, "refused", 0) or 0)
+        if refused:  # the tenant policy refuses them now: never polled, no back-off needed
+            self._error(report, "policy_refused", refused)
         if outcome.errors:
             self._failed(target, record, state, report, list(outcome.errors))
         else:
@@ -407,7 +417,7 @@ class Watcher:
         if outcome.changed:
             report.changed += 1
             self.metrics.inc("changes_detected_total")
-            self._refresh(target, record, state, report)
+            self._refresh(target, record, state, report, _changed_paths(outcome))
 
     def _failed(
         self,
@@ -433,7 +443,12 @@ class Watcher:
         )
 
     def _refresh(
-        self, target: tuple[str, str], record: Record, state: AppState, report: CycleReport
+        self,
+        target: tuple[str, str],
+        record: Record,
+        state: AppState,
+        report: CycleReport,
+        paths: list[str],
     ) -> None:
         namespace, name = target
         if not self.elector.is_leader():
@@ -476,11 +491,12 @@ class Watcher:
             "refresh_requested",
             **_app_fields(target, record),
             attempt=state.refresh_attempts,
+            changed=paths,
         )
 
-    def _error(self, report: CycleReport, kind: str) -> None:
-        report.errors[kind] = report.errors.get(kind, 0) + 1
-        self.metrics.inc("errors_total", kind=kind)
+    def _error(self, report: CycleReport, kind: str, count: int = 1) -> None:
+        report.errors[kind] = report.errors.get(kind, 0) + count
+        self.metrics.inc("errors_total", count, kind=kind)
 
 
 def _app_fields(target: tuple[str, str], record: Record) -> dict[str, object]:
@@ -492,13 +508,24 @@ def _app_fields(target: tuple[str, str], record: Record) -> dict[str, object]:
     }
 
 
+def _changed_paths(outcome: PollOutcome) -> list[str]:
+    """The paths that changed, when the poller says (paths are not secret: they are in Git)."""
+    paths = getattr(outcome, "changed_paths", ())
+    return [str(path) for path in paths][:20]
+
+
 def _message(error: object) -> str:
-    """An error's own message: plugin errors never hold a value (see errors.py); others are
-    reduced to their class name (a library's text could quote what it received)."""
+    """An error's own message: plugin errors never hold a value (see errors.py), nor does
+    the poller's (`path`, `message`); others are reduced to their class name (a library's
+    text could quote what it received)."""
     from plugin.errors import PluginError
 
     if isinstance(error, str):
         return error[:500]
+    message = getattr(error, "message", None)
+    if isinstance(message, str):
+        path = getattr(error, "path", "")
+        return (f"{path}: {message}" if path else message)[:500]
     if isinstance(error, PluginError):
         return str(error)[:500]
     return type(error).__name__
@@ -583,18 +610,61 @@ def _serve(
     return 0
 
 
+#: Seconds one record's poll (logins and requests) may take.
+POLL_DEADLINE = 30.0
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A `poll.PollError` with a metric kind: a whole record (login, policy) or one path."""
+
+    kind: str
+    path: str
+    message: str
+
+
+@dataclass(frozen=True)
+class _Polled:
+    changed: bool
+    errors: tuple[_Failure, ...]
+    requests: int
+    refused: int
+    changed_paths: tuple[str, ...]
+
+
 class _RealPoller:
-    """Adapts `rotation.poll.check_record` to the `Poller` protocol."""
+    """Adapts `rotation.poll` to the `Poller` protocol (one `Sessions` for the loop thread)."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         from plugin.rotation import poll
 
         self._poll = poll
+        self._sessions = poll.Sessions()
         self._environ = dict(environ)
 
-    def check(self, record: Record) -> PollOutcome:
-        result: PollOutcome = self._poll.check_record(record, self._environ)
-        return result
+    def start_cycle(self) -> None:
+        self._sessions.start_cycle()
+
+    def check(self, record: Record) -> _Polled:
+        result = self._poll.check_record(
+            record,
+            self._environ,
+            deadline=time.monotonic() + POLL_DEADLINE,
+            sessions=self._sessions,
+        )
+        return _Polled(
+            changed=result.stale,
+            errors=tuple(
+                _Failure("poll_path" if e.path else "poll_record", e.path, e.message)
+                for e in result.errors
+            ),
+            requests=result.requests,
+            refused=len(result.refused),
+            changed_paths=tuple(ref.path for ref in result.changed),
+        )
+
+    def close(self) -> None:
+        self._sessions.close()
 
 
 @contextlib.contextmanager
@@ -606,10 +676,12 @@ def _real_parts(
     from plugin.rotation.lease import ElectionConfig, LeaderElector, default_identity
 
     client = KubeClient(KubeConfig.in_cluster(environ))
+    poller = _RealPoller(environ)
     try:
         elector = LeaderElector(client, ElectionConfig(identity=default_identity()))
-        yield _RealPoller(environ), client, elector, client.namespace, elector.run
+        yield poller, client, elector, client.namespace, elector.run
     finally:
+        poller.close()
         client.close()
 
 

@@ -7,6 +7,7 @@ the wall clock.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import threading
@@ -339,7 +340,7 @@ def test_a_new_leader_polls_at_once_then_every_jittered_interval() -> None:
     world.clock.on_wait = script
     world.watcher.run(world.stop)
     assert cycle_times[0] <= 1006  # within one leadership check of taking over
-    gaps = [b - a for a, b in zip(cycle_times, cycle_times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(cycle_times)]
     assert len(gaps) == 5
     for gap in gaps:  # each interval is jittered by +/-10 % (the loop wakes every second)
         assert 60 * (1 - JITTER) <= gap <= 60 * (1 + JITTER) + 1
@@ -387,7 +388,7 @@ def test_a_failing_poll_backs_off_exponentially_up_to_the_cap() -> None:
     for _ in range(150):  # 1500 s
         world.cycle()
         world.clock.now += 10
-    gaps = [b - a for a, b in zip(polled_at, polled_at[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(polled_at)]
     assert gaps[:4] == [60, 120, 240, 400]  # 60 * 2**n, capped at 400
     assert world.poller.calls.count("api") == 150  # the healthy app is not slowed down
     assert world.metrics.value("errors_total", kind="backend") == len(polled_at)
