@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from plugin.argocd.request import PARAMETERS
+from plugin.config import WatchSettings
 from plugin.rotation.kube import KubeClient, KubeConfig, KubeError
 from plugin.rotation.lease import DEFAULT_LEASE_NAME, ElectionConfig, LeaderElector
 from tests.kube_fixture import KubeAPI, wait_for
@@ -49,8 +50,9 @@ WATCHER = "argocd-secrets-plugin-watch"
 WATCH_RBAC = COMPONENT / "watch-rbac.yaml"
 WATCH_LEASE = "argocd-secrets-plugin-watch"
 PLUGIN_CONTAINERS = {SIDECAR, WATCHER}
-#: The default of PLUGIN_WATCH_PORT (/metrics and /healthz of `plugin watch`).
-WATCH_PORT = 9102
+#: The default of PLUGIN_WATCH_PORT (/metrics and /healthz of `plugin watch`): the manifests
+#: leave the setting unset, so their port and probe must follow the code's default.
+WATCH_PORT = WatchSettings().port
 PLACEHOLDER_IMAGE = "ghcr.io/example/argocd-secrets-plugin:0.1.0"
 
 #: Custom resources and tool files that have no Kubernetes schema: checked by hand below.
@@ -448,6 +450,8 @@ def check_watcher_pod(pod: dict[str, Any]) -> None:
     sidecar, watcher = _sidecar(pod), _watcher(pod)
     assert watcher["command"] == ["plugin", "watch"]
     assert "args" not in watcher
+    env = {e["name"] for e in watcher.get("env") or []}
+    assert not env & {"PLUGIN_WATCH_PORT", "PLUGIN_WATCH_BIND"}  # the port below is the default
     assert watcher["image"] == sidecar["image"]
     assert watcher["envFrom"] == sidecar["envFrom"]
     assert watcher["securityContext"] == RESTRICTED_SECURITY_CONTEXT  # same UID: the index is 0700
