@@ -1,12 +1,12 @@
 """`plugin watch` end to end, everything real: OpenBao, kube-apiserver + etcd, the CMP path.
 
-Applications are rendered through the CMP harness (`tests/cmp_harness.py`: the sidecar's
-environment, `ARGOCD_APP_*`, cmp-config/plugin.yaml's command) with a tenant policy that gives
-project `team-a` its own approle; the renders write the reference index into the sidecar's
-cache directory. The Application objects live in a fresh namespace of the real API server; the
-watcher runs as `plugin watch` processes with the sidecar's environment plus an in-cluster
-service-account directory whose token has exactly the watcher's Role. Every Vault request goes
-through a counting loopback proxy.
+Applications are rendered through Argo CD's real argocd-cmp-server (`tests/real_cmp.py`: the
+sidecar's environment, cmp-config/plugin.yaml, `ARGOCD_APP_*` from the request) with a tenant
+policy that gives project `team-a` its own approle; the renders write the reference index into
+the sidecar's cache directory. The Application objects live in a fresh namespace of the real
+API server; the watcher runs as `plugin watch` processes with the sidecar's environment plus
+an in-cluster service-account directory whose token has exactly the watcher's Role. Every
+Vault request goes through a counting loopback proxy.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from plugin.rotation import index
-from tests.cmp_harness import VENV_BIN, App, CmpServer, sidecar_env
+from tests.cmp_harness import VENV_BIN, App, sidecar_env
 from tests.conftest import OpenBao, free_port
 from tests.integration.security_support import encodings
 from tests.integration.test_vault_support import FaultProxy, RootAPI
 from tests.kube_fixture import KubeAPI
+from tests.real_cmp import POOL, Sidecar
 from tests.rotation.test_kube import WATCHER_RULES, in_cluster_env, service_account_dir
 
 pytestmark = pytest.mark.integration
@@ -54,7 +55,7 @@ class World:
     proxy: FaultProxy
     namespace: str
     team: str
-    cmp: CmpServer
+    cmp: Sidecar
     env: dict[str, str]
     canaries: list[str]
 
@@ -66,7 +67,7 @@ class World:
 
     # --- renders through the CMP path
 
-    def render(self, app: str, *placeholders: str) -> str:
+    def render(self, app: str, *placeholders: str) -> dict[str, Any]:
         repo = self.tmp / "repos" / app
         repo.mkdir(parents=True, exist_ok=True)
         lines = "".join(f"  k{i}: {text}\n" for i, text in enumerate(placeholders))
@@ -74,8 +75,8 @@ class World:
             f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: {app}\nstringData:\n{lines}"
         )
         result = self.cmp.generate(repo, App(name=app, namespace="dest", project="team-a"))
-        assert result.code == 0, result.stderr
-        return result.stdout
+        assert result.ok and result.code == 0, result.stderr
+        return result.one("Secret", app)
 
     def path(self, name: str) -> str:
         return f"{MOUNT}/data/{self.team}/{name}"
@@ -211,8 +212,7 @@ def world(openbao: OpenBao, kube_api: KubeAPI, tmp_path: Path) -> Iterator[World
         },
     )
     env.pop("AVP_FILE_PATH", None)
-    workdir = tmp_path / "cmp-work"
-    workdir.mkdir()
+    server = POOL.get(env)  # Argo CD's real argocd-cmp-server with cmp-config/plugin.yaml
     watcher_env = {
         **env,
         **in_cluster_env(kube_api.url, sa_dir),
@@ -226,11 +226,12 @@ def world(openbao: OpenBao, kube_api: KubeAPI, tmp_path: Path) -> Iterator[World
         proxy=proxy,
         namespace=namespace,
         team=team,
-        cmp=CmpServer(env, workdir),
+        cmp=Sidecar(server, env),
         env=watcher_env,
         canaries=[secret_id, role_id],
     )
     proxy.stop()
+    POOL.release(server)  # fails the test if the zygote (PLUGIN_TEST_SERVE=1) missed a render
 
 
 def index_root(world: World) -> Path:
@@ -313,8 +314,8 @@ def test_rotation_reaches_only_the_applications_that_read_it(world: World) -> No
     world.clear_refresh("web")
     new_value = world.canaries[-3]  # web2
     assert new_value.startswith("watch-canary-web2")
-    manifest = world.render("web", *apps["web"])
-    assert new_value in manifest
+    secret = world.render("web", *apps["web"])
+    assert secret["stringData"]["k1"] == new_value
     report, _ = world.watch_once()
     assert report["refreshed"] == [] and world.refreshed() == set()
 
