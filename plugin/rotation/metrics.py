@@ -41,6 +41,11 @@ FAMILIES: Mapping[str, tuple[str, str]] = {
         "counter",
         "Hard refreshes requested from Argo CD (Application patches that succeeded).",
     ),
+    "records_superseded_total": (
+        "counter",
+        "Refreshes Argo CD made without a new render in this pod's index (rendered by another "
+        "replica, or failed): that record is not polled until the Application renders here.",
+    ),
     "errors_total": ("counter", "Errors, by kind."),
     "vault_requests_total": ("counter", "Requests sent to Vault/OpenBao by the poller."),
     "last_successful_poll_timestamp_seconds": (

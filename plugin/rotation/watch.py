@@ -59,6 +59,8 @@ from plugin.rotation.metrics import EventLog, Metrics, MetricsServer
 LEADER_CHECK = 1.0
 #: Random spread of each interval, so replicas and restarts do not poll Vault in step.
 JITTER = 0.1
+#: The annotation the hard-refresh patch adds (Argo CD's controller removes it when done).
+REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"
 #: Longest wait before a refresh Argo CD ignored is requested again.
 MAX_REFRESH_RETRY = 3600.0
 #: /healthz fails when the loop has not moved for this long (a hung poll or patch).
@@ -93,6 +95,9 @@ class Poller(Protocol):
 
 
 class Refresher(Protocol):
+    """Asks Argo CD for a hard refresh. An optional `get_application(name, namespace)` lets
+    the loop see, when a refresh back-off expires, whether Argo CD acted on it."""
+
     def request_hard_refresh(self, name: str, namespace: str | None = None) -> object: ...
 
 
@@ -203,6 +208,9 @@ class AppState:
     pending_for: str | None = None
     refresh_attempts: int = 0
     retry_at: float = 0.0
+    #: `rendered_at` of a record Argo CD's refresh left behind (see `_after_retry`): not
+    #: polled again until the Application is rendered in this pod again.
+    superseded: str | None = None
     #: Consecutive failed polls or patches, and when to poll again.
     failures: int = 0
     poll_after: float = 0.0
@@ -218,6 +226,7 @@ class CycleReport:
     changed: int = 0
     refreshed: list[str] = field(default_factory=list)
     pending: int = 0
+    superseded: int = 0
     backing_off: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     vault_requests: int = 0
@@ -346,6 +355,7 @@ class Watcher:
             changed=report.changed,
             refreshed=len(report.refreshed),
             pending=report.pending,
+            superseded=report.superseded,
             backing_off=report.backing_off,
             errors=sum(report.errors.values()),
             vault_requests=report.vault_requests,
@@ -385,6 +395,13 @@ class Watcher:
             elif now < state.retry_at:
                 report.pending += 1
                 return
+            elif not self._after_retry(target, record, state, report):
+                return
+        if state.superseded is not None:
+            if state.superseded == record.rendered_at:
+                report.superseded += 1
+                return
+            state.superseded = None  # rendered here again: watched again
         if now < state.poll_after:
             report.backing_off += 1
             return
@@ -418,6 +435,56 @@ class Watcher:
             report.changed += 1
             self.metrics.inc("changes_detected_total")
             self._refresh(target, record, state, report, _changed_paths(outcome))
+
+    def _after_retry(
+        self, target: tuple[str, str], record: Record, state: AppState, report: CycleReport
+    ) -> bool:
+        """The refresh back-off expired without a new record: look at the Application first.
+
+        - `argocd.argoproj.io/refresh` still set: Argo CD has not acted yet; asking again
+          changes nothing, so wait (doubling).
+        - The annotation is gone: Argo CD refreshed, and the render it made is not in this
+          pod's index: another repo-server replica rendered it (this record is stale), or the
+          render failed (Argo CD retries failed renders on its own, and the next success writes
+          a new record). Either way a new request would only repeat a refresh: the record is
+          marked superseded and not polled until the Application is rendered here again.
+        - The Application cannot be read (no `get_application`, an API error): poll and ask
+          again as before; a deleted Application is dropped like a failed patch.
+
+        True when the caller should poll (and maybe request) again.
+        """
+        namespace, name = target
+        get = getattr(self.refresher, "get_application", None)
+        if get is None:
+            return True
+        try:
+            application = get(name, namespace)
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                self._error(report, "application_not_found")
+                state.pending_for, state.refresh_attempts = None, 0
+                state.poll_after = self.clock.monotonic() + self.settings.max_backoff
+                return False
+            self._error(report, "kubernetes")
+            return True
+        metadata = application.get("metadata") if isinstance(application, dict) else None
+        annotations = (metadata or {}).get("annotations") or {}
+        if annotations.get(REFRESH_ANNOTATION):
+            state.refresh_attempts += 1
+            state.retry_at = self.clock.monotonic() + self._refresh_delay(state.refresh_attempts)
+            report.pending += 1
+            self.log("info", "refresh_waiting", **_app_fields(target, record))
+            return False
+        state.pending_for, state.refresh_attempts = None, 0
+        state.superseded = record.rendered_at
+        report.superseded += 1
+        self.metrics.inc("records_superseded_total")
+        self.log("info", "record_superseded", **_app_fields(target, record))
+        return False
+
+    def _refresh_delay(self, attempts: int) -> float:
+        delay: float = self.settings.refresh_retry * 2.0 ** (attempts - 1)
+        return min(delay, MAX_REFRESH_RETRY)
 
     def _failed(
         self,
@@ -480,10 +547,7 @@ class Watcher:
             return
         state.refresh_attempts += 1
         state.pending_for = record.rendered_at
-        retry = min(
-            self.settings.refresh_retry * 2 ** (state.refresh_attempts - 1), MAX_REFRESH_RETRY
-        )
-        state.retry_at = self.clock.monotonic() + retry
+        state.retry_at = self.clock.monotonic() + self._refresh_delay(state.refresh_attempts)
         report.refreshed.append(f"{namespace}/{name}")
         self.metrics.inc("refreshes_requested_total")
         self.log(

@@ -548,3 +548,94 @@ def test_cycle_report_and_log_are_json_without_values() -> None:
     assert body["refreshed"] == ["argocd/web"] and body["polled"] == 1
     cycle = world.events("cycle")[0]
     assert cycle["refreshed"] == 1 and cycle["vault_requests"] == 2
+
+
+# ------------------------------------------------------------------ after the refresh back-off
+
+
+class ArgoRefresher(FakeRefresher):
+    """Keeps the annotation like the API server does; `argo_done` is Argo CD removing it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.annotated: set[str] = set()
+        self.gets: list[str] = []
+        self.get_fails: dict[str, int] = {}
+
+    def request_hard_refresh(self, name: str, namespace: str | None = None) -> object:
+        result = super().request_hard_refresh(name, namespace)
+        self.annotated.add(name)
+        return result
+
+    def get_application(self, name: str, namespace: str | None = None) -> dict[str, object]:
+        self.gets.append(name)
+        if name in self.get_fails:
+            raise ApiError(self.get_fails[name])
+        annotations = {"argocd.argoproj.io/refresh": "hard"} if name in self.annotated else {}
+        return {"metadata": {"name": name, "annotations": annotations}}
+
+    def argo_done(self, name: str) -> None:
+        self.annotated.discard(name)
+
+
+def argo_world() -> tuple[World, ArgoRefresher]:
+    world = World(interval=60, refresh_retry=300)
+    refresher = ArgoRefresher()
+    world.refresher = refresher
+    world.watcher.refresher = refresher
+    world.index = [record("web")]
+    world.poller.changed = {"web"}
+    assert world.cycle() == [("argocd", "web")]
+    world.poller.calls.clear()
+    return world, refresher
+
+
+def test_a_refresh_argo_cd_has_not_taken_yet_is_not_asked_again() -> None:
+    world, refresher = argo_world()
+    world.clock.now += 300
+    assert world.cycle() == []  # the annotation is still there: patching again is pointless
+    assert refresher.gets == ["web"] and world.poller.calls == []
+    world.clock.now += 599
+    assert world.cycle() == [] and refresher.gets == ["web"]  # waits doubled (600 s)
+    world.clock.now += 1
+    world.cycle()
+    assert refresher.gets == ["web", "web"]
+    assert len(world.events("refresh_waiting")) == 2
+
+
+def test_a_refresh_rendered_elsewhere_supersedes_the_record() -> None:
+    """Argo CD refreshed (annotation gone) but no new record here: another replica rendered
+    the Application (or the render failed). The stale record must not cause a refresh every
+    back-off: it is no longer polled until the Application renders in this pod again."""
+    world, refresher = argo_world()
+    refresher.argo_done("web")
+    world.clock.now += 300
+    assert world.cycle() == []
+    assert len(world.events("record_superseded")) == 1
+    assert world.metrics.value("records_superseded_total") == 1
+    for _ in range(100):  # hours later: never polled, never patched
+        world.clock.now += 60
+        assert world.cycle() == []
+    assert world.poller.calls == []
+    assert refresher.gets == ["web"]
+    # Rendered here again: watched again, and a new rotation is refreshed.
+    world.index = [record("web", "2026-12-06T09:00:00Z")]
+    assert world.cycle() == [("argocd", "web")]
+
+
+def test_a_deleted_application_found_after_the_back_off_is_dropped() -> None:
+    world, refresher = argo_world()
+    refresher.get_fails["web"] = 404
+    world.clock.now += 300
+    assert world.cycle() == []
+    assert world.metrics.value("errors_total", kind="application_not_found") == 1
+    world.clock.now += 60
+    assert world.cycle() == [] and world.poller.calls == []  # backing off (max)
+
+
+def test_an_unreadable_application_falls_back_to_asking_again() -> None:
+    world, refresher = argo_world()
+    refresher.get_fails["web"] = 500
+    world.clock.now += 300
+    assert world.cycle() == [("argocd", "web")]
+    assert world.metrics.value("errors_total", kind="kubernetes") == 1
