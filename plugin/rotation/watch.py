@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import random
 import re
 import signal
@@ -609,6 +610,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, err: 
         )
     log = EventLog(err)
     metrics = Metrics()
+    _route_plugin_logging(log)
     with _real_parts(environ) as (poller, refresher, elector, control_plane, election):
         watcher = Watcher(
             records=lambda: read_records(root),
@@ -672,6 +674,30 @@ def _serve(
             signal.signal(sig, handler)
         log("info", "stopped")
     return 0
+
+
+class _EventLogHandler(logging.Handler):
+    """The plugin's own log records (lease: acquired, released, API failures) as JSON lines."""
+
+    def __init__(self, log: EventLog) -> None:
+        super().__init__(logging.INFO)
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._log(
+                record.levelname.lower(), "log", logger=record.name, message=self.format(record)
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def _route_plugin_logging(log: EventLog) -> None:
+    """Send the `plugin` loggers to the watcher's JSON log (the CLI restores them on return)."""
+    plugin_log = logging.getLogger("plugin")
+    plugin_log.handlers[:] = [_EventLogHandler(log)]
+    plugin_log.setLevel(logging.INFO)
+    plugin_log.propagate = False
 
 
 #: Seconds one record's poll (logins and requests) may take.

@@ -411,6 +411,8 @@ def test_two_watchers_exactly_one_patches(world: World) -> None:
     assert not lease["spec"].get("holderIdentity")  # released on the way out
     text = "".join(log.read_text() for log in logs)
     world.assert_clean(text)
-    events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in text.splitlines() if line.strip()]  # all JSON
     assert sum(e["event"] == "refresh_requested" for e in events) == 2
+    # the Lease's own records (acquired, released) are JSON lines of the same log
+    assert any(e["event"] == "log" and e["logger"] == "plugin.rotation.lease" for e in events)
     assert_index_clean(world)
