@@ -21,8 +21,8 @@ Guarantees:
   never leaves the volume.
 - The file name is a digest, never the tenant-chosen application name, so a hostile name
   cannot traverse, collide with the key file or exceed name limits.
-- Every write is atomic (private temporary file, fsync, rename): a reader (or a SIGKILL)
-  never sees a half-written record. Files are 0600 and directories 0700 whatever the umask.
+- Every write is atomic (private temporary file, rename; no fsync, see write_record): a
+  reader (or a SIGKILL) never sees a half-written record. Files are 0600 and directories 0700 whatever the umask.
 - Recording is best effort: the CLI calls it only after the manifests were printed, and a
   failure never fails the render.
 """
@@ -288,8 +288,10 @@ def write_record(root: Path, record: Record) -> Path:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o600)
             handle.write(record.to_json().encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
+        # No fsync: it cost 5-130 ms of every render on a shared disk. The rename alone keeps
+        # the record whole for readers and across a SIGKILL (the page cache outlives the
+        # process); only a machine crash can leave an empty or torn file, which readers skip
+        # (`Record.from_json` -> None) until the Application's next render rewrites it.
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
