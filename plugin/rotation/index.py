@@ -22,7 +22,8 @@ Guarantees:
 - The file name is a digest, never the tenant-chosen application name, so a hostile name
   cannot traverse, collide with the key file or exceed name limits.
 - Every write is atomic (private temporary file, rename; no fsync, see write_record): a
-  reader (or a SIGKILL) never sees a half-written record. Files are 0600 and directories 0700 whatever the umask.
+  reader (or a SIGKILL) never sees a half-written record. Files are 0600 and directories
+  0700 whatever the umask.
 - Recording is best effort: the CLI calls it only after the manifests were printed, and a
   failure never fails the render.
 """
