@@ -449,6 +449,10 @@ WATCH_MAX_BACKOFF_SETTING = "PLUGIN_WATCH_MAX_BACKOFF"
 WATCH_REFRESH_RETRY_SETTING = "PLUGIN_WATCH_REFRESH_RETRY"
 WATCH_PORT_SETTING = "PLUGIN_WATCH_PORT"
 WATCH_BIND_SETTING = "PLUGIN_WATCH_BIND"
+WATCH_ELECTION_SETTING = "PLUGIN_WATCH_ELECTION"
+#: `lease`: one replica polls (the index must be shared by the replicas, or there is one);
+#: `none`: every replica polls the renders of its own pod (a per-pod cache volume).
+WATCH_ELECTIONS = ("lease", "none")
 
 
 @dataclass(frozen=True)
@@ -473,6 +477,10 @@ class WatchSettings:
     port: int = 9102
     #: Address /metrics and /healthz listen on.
     bind: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod's IP
+    #: Who polls (`WATCH_ELECTIONS`). A Lease makes one replica active, which is right only
+    #: when it sees every replica's renders; with per-pod indexes each replica must watch
+    #: its own, and an Application rendered in several pods may be patched once per pod.
+    election: str = "lease"
 
 
 def watch_settings(environ: Mapping[str, str]) -> WatchSettings:
@@ -501,4 +509,14 @@ def watch_settings(environ: Mapping[str, str]) -> WatchSettings:
         ),
         port=port,
         bind=(settings.get(WATCH_BIND_SETTING) or defaults.bind).strip(),
+        election=_watch_election(settings.get(WATCH_ELECTION_SETTING), defaults.election),
     )
+
+
+def _watch_election(value: str | None, default: str) -> str:
+    election = (value or default).strip().lower()
+    if election not in WATCH_ELECTIONS:
+        raise ConfigError(
+            f"{WATCH_ELECTION_SETTING} must be one of {', '.join(WATCH_ELECTIONS)}, got {value!r}"
+        )
+    return election

@@ -110,6 +110,25 @@ class Elector(Protocol):
     def release(self) -> object: ...
 
 
+class EveryReplica:
+    """The elector of `PLUGIN_WATCH_ELECTION=none`: always the leader, never touches a Lease.
+
+    Why it exists: with a per-pod cache volume each replica's index holds only its own
+    renders, so a single elected watcher would silently miss the others' Applications."""
+
+    def step(self) -> bool:
+        return True
+
+    def is_leader(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        return None
+
+    def run(self, stop: threading.Event) -> None:
+        stop.wait()
+
+
 class Clock(Protocol):
     def monotonic(self) -> float: ...
 
@@ -611,7 +630,13 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, err: 
     log = EventLog(err)
     metrics = Metrics()
     _route_plugin_logging(log)
-    with _real_parts(environ) as (poller, refresher, elector, control_plane, election):
+    with _real_parts(environ, settings.election) as (
+        poller,
+        refresher,
+        elector,
+        control_plane,
+        election,
+    ):
         watcher = Watcher(
             records=lambda: read_records(root),
             poller=poller,
@@ -759,15 +784,22 @@ class _RealPoller:
 
 @contextlib.contextmanager
 def _real_parts(
-    environ: Mapping[str, str],
+    environ: Mapping[str, str], election: str = "lease"
 ) -> Iterator[tuple[Poller, Refresher, Elector, str, Callable[[threading.Event], None]]]:
-    """The real poller, in-cluster Kubernetes client and Lease elector (imported lazily)."""
+    """The real poller, in-cluster Kubernetes client and elector (imported lazily).
+
+    `election` "none" (PLUGIN_WATCH_ELECTION): no Lease; this replica always acts, on the
+    renders of its own pod's index."""
     from plugin.rotation.kube import KubeClient, KubeConfig
     from plugin.rotation.lease import ElectionConfig, LeaderElector, default_identity
 
     client = KubeClient(KubeConfig.in_cluster(environ))
     poller = _RealPoller(environ)
     try:
+        if election == "none":
+            every = EveryReplica()
+            yield poller, client, every, client.namespace, every.run
+            return
         elector = LeaderElector(client, ElectionConfig(identity=default_identity()))
         yield poller, client, elector, client.namespace, elector.run
     finally:
@@ -780,6 +812,7 @@ __all__ = [
     "Clock",
     "CycleReport",
     "Elector",
+    "EveryReplica",
     "PollOutcome",
     "Poller",
     "Refresher",

@@ -127,10 +127,10 @@ class World:
 
     # --- the watcher
 
-    def watch_once(self) -> tuple[dict[str, Any], str]:
+    def watch_once(self, **extra: str) -> tuple[dict[str, Any], str]:
         proc = subprocess.run(
             [str(VENV_BIN / "plugin"), "watch", "--once"],
-            env=self.env,
+            env={**self.env, **extra},
             capture_output=True,
             text=True,
             check=False,
@@ -319,6 +319,44 @@ def test_rotation_reaches_only_the_applications_that_read_it(world: World) -> No
     report, _ = world.watch_once()
     assert report["refreshed"] == [] and world.refreshed() == set()
 
+    assert_index_clean(world)
+
+
+def test_per_pod_watchers_act_on_their_own_index_without_the_lease(world: World) -> None:
+    """PLUGIN_WATCH_ELECTION=none: a replica whose index is its own pod's (the shipped
+    emptyDir) must act on it even while another replica holds the Lease; with the default
+    `lease` it stands by, and the rotation of an Application rendered here is missed."""
+    world.write("solo", canary("solo1"))
+    world.render("solo", f"<path:{world.path('solo')}#password>")
+    world.create_application("solo")
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    world.kube.create(
+        f"/apis/coordination.k8s.io/v1/namespaces/{world.namespace}/leases",
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "argocd-secrets-plugin-watch", "namespace": world.namespace},
+            "spec": {
+                "holderIdentity": "another-replica",
+                "leaseDurationSeconds": 3600,
+                "acquireTime": now,
+                "renewTime": now,
+            },
+        },
+    )
+    world.write("solo", canary("solo2"))
+    report, _ = world.watch_once()
+    assert not report["leader"] and report["refreshed"] == []
+    assert world.refreshed() == set()
+
+    report, _ = world.watch_once(PLUGIN_WATCH_ELECTION="none")
+    assert report["leader"] and report["refreshed"] == [f"{world.namespace}/solo"]
+    assert world.refreshed() == {"solo"}
+    lease = world.kube.get(
+        f"/apis/coordination.k8s.io/v1/namespaces/{world.namespace}/leases/"
+        "argocd-secrets-plugin-watch"
+    )
+    assert lease["spec"]["holderIdentity"] == "another-replica"  # untouched
     assert_index_clean(world)
 
 

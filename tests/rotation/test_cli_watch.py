@@ -84,10 +84,17 @@ def test_settings_defaults_and_parsing() -> None:
             "PLUGIN_WATCH_REFRESH_RETRY": "90s",
             "PLUGIN_WATCH_PORT": "0",
             "PLUGIN_WATCH_BIND": "127.0.0.1",
+            "PLUGIN_WATCH_ELECTION": "None",
         }
     )
     assert parsed == WatchSettings(
-        interval=120, rate=2.5, max_backoff=3600, refresh_retry=90, port=0, bind="127.0.0.1"
+        interval=120,
+        rate=2.5,
+        max_backoff=3600,
+        refresh_retry=90,
+        port=0,
+        bind="127.0.0.1",
+        election="none",
     )
 
 
@@ -103,6 +110,7 @@ def test_an_application_cannot_tune_the_watcher() -> None:
         ("PLUGIN_WATCH_RATE", "0", "positive"),
         ("PLUGIN_WATCH_PORT", "70000", "TCP port"),
         ("PLUGIN_WATCH_PORT", "-1", "at least 0"),
+        ("PLUGIN_WATCH_ELECTION", "raft", "lease, none"),
     ],
 )
 def test_bad_settings_are_refused_naming_them(name: str, value: str, message: str) -> None:
