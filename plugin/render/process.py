@@ -1,7 +1,14 @@
 """Running renderer programs (helm, kustomize) under the render-wide deadline.
 
-- Each child gets its own process group; when the deadline passes, or the plugin receives
-  SIGTERM, the whole group is killed (helm's own children included).
+- Each child stays in the plugin's process group, so that argocd-cmp-server's signals to that
+  group at Argo CD's deadline (SIGTERM, then SIGKILL 5 s later, while it SIGKILLs the plugin
+  itself) reach helm's own children too; a child in a group of its own was out of their
+  reach, and `PR_SET_PDEATHSIG` kills only the child. The child loses the controlling
+  terminal, if the plugin has one (as it would in a session of its own).
+- When the deadline passes, stdout overflows, or the plugin receives SIGTERM, the child's whole
+  tree is killed: its descendants found through /proc, and the orphans they left, which come
+  back to the plugin because it is a child subreaper (`PR_SET_CHILD_SUBREAPER`). The plugin
+  cannot signal its own group: it may share it with others (a shell pipeline).
 - Children get a reduced environment (`child_environment`): no Vault/AVP credentials and
   nothing the Application set (`ARGOCD_ENV_*`).
 - stderr is captured, shortened, cleared of Helm's values dumps and of every known secret
@@ -18,12 +25,15 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import logging
 import os
 import re
 import selectors
 import signal
 import subprocess
+import termios
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -195,17 +205,104 @@ def location_only(raw: bytes) -> str:
 # ---------------------------------------------------------------------------- child tracking
 
 _children: set[subprocess.Popen[bytes]] = set()
+#: When each running child started (clock ticks since boot, /proc/PID/stat field 22).
+_started: dict[int, int] = {}
 _children_lock = threading.Lock()
 _terminating = threading.Event()
+_PR_SET_CHILD_SUBREAPER = 36
+_subreaper = threading.Event()
+
+
+def _become_subreaper() -> None:
+    """Orphans of a child's tree are re-parented to the plugin instead of init, where the
+    kill below finds them (once per process)."""
+    if not _subreaper.is_set():
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        _subreaper.set()
+
+
+def _processes() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent pid, process group, start time in clock ticks), from /proc."""
+    found: dict[int, tuple[int, int, int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        with contextlib.suppress(IndexError, ValueError):
+            found[int(name)] = (int(fields[1]), int(fields[2]), int(fields[19]))
+    return found
+
+
+def _now_ticks() -> int:
+    """Now, in the clock ticks of /proc/PID/stat's start time (both count from boot)."""
+    with open("/proc/uptime", "rb") as handle:
+        return int(float(handle.read().split()[0]) * os.sysconf("SC_CLK_TCK"))
+
+
+def _tree(proc: subprocess.Popen[bytes], since: int) -> list[int]:
+    """The child's descendants, and the orphans of its tree that the plugin adopted (its
+    children in its process group, started since the child, that it did not start itself)."""
+    table = _processes()
+    me, group = os.getpid(), os.getpgrp()
+    # No lock: this also runs in the SIGTERM handler, which may interrupt its holder.
+    own = {child.pid for child in tuple(_children)}
+    found: list[int] = []
+    parents = [proc.pid]
+    while parents:
+        parent = parents.pop()
+        for pid, (ppid, _, _) in table.items():
+            if ppid == parent and pid not in found:
+                found.append(pid)
+                parents.append(pid)
+    for pid, (ppid, pgid, started) in table.items():
+        adopted = ppid == me and pgid == group and started >= since
+        if adopted and pid not in own and pid not in found:
+            found.append(pid)
+    return found
+
+
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child and everything under it (see the module docstring), then reap."""
+    since = _started.get(proc.pid, 0)
+    for _ in range(50):
+        found = _tree(proc, since)
+        if proc.poll() is None:
+            found.append(proc.pid)
+        if not found:
+            return
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        for pid in found:
+            if pid != proc.pid:  # adopted orphans are the plugin's to reap (not helm's: Popen's)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
+    _kill_tree(proc)
+
+
+def _leave_terminal() -> None:
+    """In the forked child: give up the plugin's controlling terminal, if it has one."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return  # no controlling terminal: nothing to leave
+    try:
+        fcntl.ioctl(fd, termios.TIOCNOTTY)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def kill_children() -> None:
@@ -333,6 +430,14 @@ def run(
     prepared = None
     if confinement is not None:
         prepared = sandbox.prepare(confinement.policy, confinement.status)
+    _become_subreaper()
+    confine = sandbox.child_setup(prepared)
+
+    def child_setup() -> None:
+        _leave_terminal()
+        confine()
+
+    since = _now_ticks()
     try:
         proc = subprocess.Popen(
             list(argv),
@@ -341,10 +446,9 @@ def run(
             stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            start_new_session=True,
             pass_fds=tuple(pass_fds),
             # System calls only, see plugin.security.sandbox for why this is fork-safe here.
-            preexec_fn=sandbox.child_setup(prepared),  # noqa: PLW1509
+            preexec_fn=child_setup,  # noqa: PLW1509
         )
     except FileNotFoundError:
         raise RenderError(f"{stage}: program {argv[0]} not found") from None
@@ -358,6 +462,7 @@ def run(
             prepared.close()
     with _children_lock:
         _children.add(proc)
+        _started[proc.pid] = since
     try:
         try:
             out, err = _communicate(proc, stdin_data, deadline, max_output)
@@ -375,6 +480,7 @@ def run(
             _kill_group(proc)
         with _children_lock:
             _children.discard(proc)
+            _started.pop(proc.pid, None)
     seconds = time.monotonic() - started
     stderr = clean_stderr(err, redactor)
     if withhold_messages:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,67 @@ def test_deadline_kills_the_process_group(tmp_path: Path) -> None:
     else:
         status = Path(f"/proc/{grandchild}/stat").read_text().split(")")[-1].split()[0]
         assert status == "Z"
+
+
+def _stat_fields(text: str) -> list[str]:
+    return text[text.rfind(")") + 2 :].split()
+
+
+def test_children_stay_in_the_plugins_process_group(tmp_path: Path) -> None:
+    """At Argo CD's deadline argocd-cmp-server SIGKILLs the plugin and SIGTERMs (5 s later
+    SIGKILLs) the plugin's process group: a renderer in a group of its own, with whatever it
+    started, was out of reach (PR_SET_PDEATHSIG kills the renderer alone)."""
+    done = run(
+        ["sh", "-c", "cat /proc/$$/stat"],
+        stage="s",
+        cwd=tmp_path,
+        env={},
+        deadline=Deadline.after(10),
+    )
+    assert int(_stat_fields(done.stdout.decode())[2]) == os.getpgrp()
+
+
+def test_deadline_kills_an_orphan_the_child_left(tmp_path: Path) -> None:
+    """The child's tree cannot be killed as a process group (it is the plugin's): a process
+    whose parent already exited comes back to the plugin (a child subreaper) and is found."""
+    pids = tmp_path / "pids"
+    script = f"(sleep 30 & echo $! > {pids}); sleep 30"
+    with pytest.raises(StageTimeoutError):
+        run(["sh", "-c", script], stage="s", cwd=tmp_path, env={}, deadline=Deadline.after(1))
+    orphan = int(pids.read_text())
+    stat = Path(f"/proc/{orphan}/stat")
+    assert not stat.exists() or _stat_fields(stat.read_text())[0] == "Z"
+
+
+_TERMINAL_PROBE = """
+import os, sys
+from pathlib import Path
+from plugin.render.process import Deadline, run
+master, slave = os.openpty()
+os.close(os.open(os.ttyname(slave), os.O_RDWR))  # the session leader takes a terminal
+os.close(os.open("/dev/tty", os.O_RDWR))  # it has one
+done = run(
+    ["sh", "-c", "(exec 3<>/dev/tty) 2>/dev/null && echo has-tty || echo none"],
+    stage="s", cwd=Path.cwd(), env={}, deadline=Deadline.after(10),
+)
+print(done.stdout.decode().strip())
+"""
+
+
+def test_children_leave_the_controlling_terminal(tmp_path: Path) -> None:
+    """Sharing the plugin's process group does not mean sharing its terminal (a renderer in a
+    session of its own never had one)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _TERMINAL_PROBE],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        start_new_session=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "none"
 
 
 def test_expired_deadline_runs_nothing(tmp_path: Path) -> None:

@@ -489,7 +489,7 @@ def _wait_dead(pids: list[int], timeout: float = 5.0) -> list[int]:
 
 def test_deadline_kills_helm_and_names_the_stage(tmp_path: Path, sidecar: SidecarFactory) -> None:
     script, pids = slow_helm(tmp_path)
-    cmp = sidecar(helm=str(script), extra={"PLUGIN_TIMEOUT": "1.5", **UNCONFINED})
+    cmp = sidecar(helm=str(script), extra={"PLUGIN_TIMEOUT": "4", **UNCONFINED})
     repo = simple_chart(tmp_path / "repo")
     result = cmp.generate(repo, App(path="apps/simple"), timeout=30)
     assert not result.timed_out
