@@ -264,7 +264,7 @@ def test_a_stray_write_anywhere_is_redacted(
     monkeypatch.setenv("AVP_TYPE", "file")
     monkeypatch.setenv("AVP_FILE_PATH", str(secrets))
 
-    def leaky_emit(outcome: object) -> str:
+    def leaky_write(outcome: object, out: object) -> None:
         logging.getLogger("urllib3.connectionpool").warning("retrying with %s", CANARY)
         logging.getLogger("plugin.placeholders.engine").warning("value %s", CANARY)
         warnings.warn(f"insecure {CANARY}", UserWarning, stacklevel=1)
@@ -272,7 +272,7 @@ def test_a_stray_write_anywhere_is_redacted(
         print(urllib.parse.quote(CANARY), file=sys.stderr)
         raise RuntimeError(CANARY)
 
-    monkeypatch.setattr(cli, "emit", leaky_emit)
+    monkeypatch.setattr(cli, "write", leaky_write)
     try:
         code = cli.main(["generate", str(source), "--verbose"])
     finally:
