@@ -20,10 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from plugin.errors import ConfigError
-from plugin.manifests.yamlio import Loader
 
 ARGOCD_ENV_PREFIX = "ARGOCD_ENV_"
 
@@ -317,7 +314,15 @@ def read_text_file(path: str, what: str) -> str:
 
 
 def load_operator_yaml(text: str, what: str) -> Any:
-    """Parse an operator's YAML file; errors give positions only (the text may be secret)."""
+    """Parse an operator's YAML file; errors give positions only (the text may be secret).
+
+    PyYAML is imported here, not with the module: most runs have no YAML configuration file,
+    and the settings are read by every command, `plugin version` included.
+    """
+    import yaml
+
+    from plugin.manifests.yamlio import Loader
+
     try:
         return yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
     except yaml.MarkedYAMLError as exc:

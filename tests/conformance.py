@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,15 @@ class Run:
     stderr: str
 
 
-def run_plugin(args: list[str], env: dict[str, str], stdin: bytes | None = None) -> Run:
+def run_plugin(
+    args: Sequence[str],
+    env: dict[str, str],
+    stdin: bytes | None = None,
+    entry: Sequence[str] = ("-m", "plugin"),
+) -> Run:
+    """`plugin *args` in a fresh interpreter; `entry` is what that interpreter runs."""
     completed = subprocess.run(
-        [sys.executable, "-m", "plugin", *args],
+        [sys.executable, *entry, *args],
         input=stdin,
         capture_output=True,
         env=env,

@@ -245,3 +245,73 @@ def test_the_deadline_of_a_long_lived_host_counts_from_the_call(
 def test_the_parser_is_built_once_per_process() -> None:
     """The zygote builds it once for all its workers (gettext and terminal-size lookups)."""
     assert cli.build_parser() is cli.build_parser()
+
+
+#: Libraries that only some stages need (issue 14 §2): a command loads them when such a stage
+#: runs, never at start-up.
+STAGE_LIBRARIES = ("yaml", "jinja2", "hvac", "requests")
+
+#: The console script's entry, run in a fresh interpreter with the zygote off; at exit (after
+#: argparse's own SystemExit for --help too) the stage libraries loaded go to the first argument.
+LOADED_AT_EXIT = f"""
+import atexit, json, sys
+out, sys.argv = sys.argv[1], ["plugin", *sys.argv[2:]]
+def record():
+    loaded = sorted(name for name in {STAGE_LIBRARIES!r} if name in sys.modules)
+    with open(out, "w") as handle:
+        json.dump(loaded, handle)
+atexit.register(record)
+from plugin.__main__ import main
+sys.exit(main())
+"""
+
+
+def stage_libraries_loaded(tmp_path: Path, *argv: str, **extra: str) -> tuple[list[str], str]:
+    """The stage libraries a run of `plugin *argv` in its own interpreter loaded, and stdout."""
+    out = tmp_path / "loaded.json"
+    env = clean_environment(
+        {
+            "PLUGIN_SERVE": "off",
+            "PLUGIN_SERVE_SOCKET": str(tmp_path / "run" / "serve.sock"),
+            "PLUGIN_CACHE_DIR": str(tmp_path / "cache"),
+            "HOME": str(tmp_path),
+            **extra,
+        }
+    )
+    run = run_plugin(argv, env, entry=("-c", LOADED_AT_EXIT, str(out)))
+    assert out.is_file(), run.stderr
+    return json.loads(out.read_text()), run.stdout
+
+
+@pytest.mark.parametrize(
+    "argv", [("version",), ("--version",), ("--help",), ("serve", "--status")], ids=" ".join
+)
+def test_commands_that_render_nothing_load_no_stage_library(
+    tmp_path: Path, argv: tuple[str, ...]
+) -> None:
+    loaded, stdout = stage_libraries_loaded(tmp_path, *argv)
+    assert stdout or argv == ("serve", "--status")  # the command did run
+    assert loaded == []
+
+
+def test_a_file_copied_through_loads_no_stage_library(tmp_path: Path) -> None:
+    """No placeholder, Vault configured: nothing is parsed, emitted again or read."""
+    path = write(tmp_path, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n")
+    vault = {"AVP_TYPE": "vault", "AVP_AUTH_TYPE": "token", "VAULT_ADDR": "http://127.0.0.1:9"}
+    loaded, stdout = stage_libraries_loaded(tmp_path, "generate", str(path), **vault)
+    assert stdout == path.read_text()
+    assert loaded == []
+
+
+def test_yaml_is_loaded_when_a_stage_parses_yaml(tmp_path: Path, env: dict[str, str]) -> None:
+    """The counterpart: a placeholder to substitute, or a YAML configuration file."""
+    path = write(tmp_path, "cm.yaml", "kind: ConfigMap\ndata:\n  u: <path:app#user>\n")
+    files = {"AVP_TYPE": "file", "AVP_FILE_PATH": env["AVP_FILE_PATH"]}
+    loaded, stdout = stage_libraries_loaded(tmp_path, "generate", str(path), **files)
+    assert CANARY in stdout
+    assert loaded == ["yaml"]
+    plain = write(tmp_path, "plain.yaml", "kind: ConfigMap\ndata:\n  u: x\n")
+    config = write(tmp_path, "config.yaml", "AVP_TYPE: file\n")
+    loaded, stdout = stage_libraries_loaded(tmp_path, "generate", "-c", str(config), str(plain))
+    assert stdout == plain.read_text()
+    assert loaded == ["yaml"]

@@ -3,6 +3,9 @@
 A document that cannot hold a placeholder is not parsed at all: its text is
 copied to the output as it is (comments and formatting survive, and large
 renders stay cheap). Everything else is parsed with libyaml.
+
+PyYAML (and `yamlio`, which builds its loaders at import) is imported by the functions that
+parse, not with the module: a render whose documents are all copied through never loads it.
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from plugin.errors import InputError
 from plugin.manifests.inputs import MAX_INPUT_SETTING, InputStream, format_size
-from plugin.manifests.yamlio import load_all, load_one
+
+if TYPE_CHECKING:
+    import yaml
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 STDIN_NAME = "<stdin>"
@@ -348,6 +351,10 @@ def parse_many(raws: list[RawDocument]) -> list[Any]:
         check_nesting(raw)
     if len(raws) < 2 or any(raw.is_json for raw in raws):
         return [parse(raw) for raw in raws]
+    import yaml
+
+    from plugin.manifests.yamlio import load_all
+
     try:
         parsed = list(load_all("\n---\n".join(raw.text for raw in raws)))
     except (yaml.YAMLError, RecursionError):
@@ -359,6 +366,10 @@ def parse_many(raws: list[RawDocument]) -> list[Any]:
 
 def parse(raw: RawDocument) -> Any:
     """Parse one document's text; errors name the file, document and line."""
+    import yaml
+
+    from plugin.manifests.yamlio import load_one
+
     check_nesting(raw)
     try:
         if raw.is_json:

@@ -19,7 +19,6 @@ from plugin.errors import BackendError, DeadlineError, InputError, PluginError
 from plugin.manifests import reader
 from plugin.manifests.inputs import MAX_PARSED_DOCUMENT, InputStream, format_size
 from plugin.manifests.reader import Document
-from plugin.manifests.yamlio import dump
 from plugin.placeholders.substitute import Job, Memo, Rules, Site, plan, substitute
 from plugin.secrets.base import Backend, SecretRef
 from plugin.secrets.fetch import Results, fetch_all
@@ -251,6 +250,8 @@ def write(outcome: Outcome, out: TextIO) -> None:
 def _texts(outcome: Outcome) -> list[str]:
     """Each document's output text, ending with a line break."""
     touched = {id(job.document) for job in outcome.jobs if job.changed}
+    if touched:  # PyYAML is loaded only when a document changed (the others are copied)
+        from plugin.manifests.yamlio import dump
     parts: list[str] = []
     for document in outcome.documents:
         if isinstance(document, str):

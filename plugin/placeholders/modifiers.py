@@ -26,10 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from plugin.errors import JSONPathError, ModifierError
-from plugin.manifests.yamlio import load_one
 
 ModifierFunction = Callable[[tuple[str, ...], Any], Any]
 
@@ -155,8 +152,13 @@ def yaml_parse(args: tuple[str, ...], value: Any) -> Any:
     """AVP's `sigs.k8s.io/yaml.Unmarshal`: go-yaml v2 typing, then a trip through JSON.
 
     So numbers come out as float64, map keys as text (`true`, `1`), and `.nan` or `.inf`
-    fail as they do in Go (JSON has no such numbers).
+    fail as they do in Go (JSON has no such numbers). PyYAML is imported here: only this
+    modifier of the engine's needs it.
     """
+    import yaml
+
+    from plugin.manifests.yamlio import load_one
+
     _require_no_args(args)
     try:
         parsed = load_one(_require_string(value))

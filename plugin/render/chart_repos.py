@@ -25,11 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from plugin.config import parse_bool
 from plugin.errors import ConfigError, RenderError
-from plugin.manifests.yamlio import Loader
 from plugin.render import semver
 from plugin.render.process import Deadline
 
@@ -190,6 +187,10 @@ def load_repositories(environ: Mapping[str, str]) -> Repositories:
         path = Path(repo_file)
         if not path.is_file():
             raise ConfigError(f"the Helm repositories file {repo_file} does not exist")
+        import yaml  # only with a repositories file (the reference index imports this module)
+
+        from plugin.manifests.yamlio import Loader
+
         try:
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)  # noqa: S506
         except (OSError, yaml.YAMLError):
@@ -364,6 +365,10 @@ def parse_index(body: bytes, deadline: Deadline, where: str) -> Index:
     version, digest and URLs are checked when the row is chosen (`row_problem`): checking every
     row of a large index costs more than the render can spend. `where` names the repository.
     """
+    import yaml
+
+    from plugin.manifests.yamlio import Loader
+
     try:
         raw = yaml.load(body, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
     except yaml.YAMLError:

@@ -34,10 +34,6 @@ import urllib.parse
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
-import yaml
-
-from plugin.manifests.yamlio import load_one
-
 MIN_LENGTH = 4
 MIN_INNER_B64 = 8
 #: Leaves of a structured (JSON/YAML) secret shorter than this are not learnt: `true`,
@@ -248,6 +244,10 @@ def _parse_structured(text: str) -> object | None:
     except (ValueError, RecursionError):
         if stripped.count("[") + stripped.count("{") > MAX_STRUCTURED_BRACKETS:
             return None
+        import yaml  # only for a secret that looks like YAML: most runs never load it
+
+        from plugin.manifests.yamlio import load_one
+
         try:
             document = load_one(stripped)
         except (yaml.YAMLError, RecursionError, ValueError):
