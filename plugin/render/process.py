@@ -222,8 +222,12 @@ def _become_subreaper() -> None:
         _subreaper.set()
 
 
-def _processes() -> dict[int, tuple[int, int, int]]:
-    """pid -> (parent pid, process group, start time in clock ticks), from /proc."""
+def process_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent pid, process group, start time in clock ticks), from /proc.
+
+    Reads the stat file of every process of the machine: the kill of a child's tree needs the
+    whole table, and the zygote's supervisor falls back on it (`serve.server.children_of`).
+    """
     found: dict[int, tuple[int, int, int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -248,7 +252,7 @@ def _now_ticks() -> int:
 def _tree(proc: subprocess.Popen[bytes], since: int) -> list[int]:
     """The child's descendants, and the orphans of its tree that the plugin adopted (its
     children in its process group, started since the child, that it did not start itself)."""
-    table = _processes()
+    table = process_table()
     me, group = os.getpid(), os.getpgrp()
     # No lock: this also runs in the SIGTERM handler, which may interrupt its holder.
     own = {child.pid for child in tuple(_children)}

@@ -591,19 +591,9 @@ def children_of(parent: int) -> list[int]:
 
 def _children_by_scan(parent: int) -> list[int]:
     """`children_of` the slow way: the parent field of every process in /proc."""
-    found: list[int] = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        rest = stat[stat.rfind(b")") + 2 :].split()
-        if len(rest) > 1 and int(rest[1]) == parent:
-            found.append(int(name))
-    return found
+    from plugin.render.process import process_table  # only on kernels without the fast way
+
+    return [pid for pid, (ppid, _, _) in process_table().items() if ppid == parent]
 
 
 def sweep() -> None:

@@ -21,10 +21,25 @@ from plugin.render.process import (
     StageTimeoutError,
     child_environment,
     clean_stderr,
+    process_table,
     run,
 )
 from plugin.render.values_secrets import SharedReads
 from plugin.secrets.base import SecretRef
+
+
+def test_the_process_table_has_parents_groups_and_start_times() -> None:
+    child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        table = process_table()
+        me = table[os.getpid()]
+        assert me[:2] == (os.getppid(), os.getpgrp())
+        parent, group, started = table[child.pid]
+        assert (parent, group) == (os.getpid(), child.pid)
+        assert started >= me[2]
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_success_and_failure(tmp_path: Path) -> None:

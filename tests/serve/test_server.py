@@ -406,6 +406,24 @@ def test_children_are_found_without_reading_every_process(
         exited.wait()
 
 
+def test_the_scan_of_every_process_finds_the_same_children() -> None:
+    """The fallback for kernels without /proc/PID/task/TID/children: same children, zombies too
+    (it reads the process table of `plugin.render.process`)."""
+    running = subprocess.Popen(["sleep", "30"])
+    exited = subprocess.Popen(["true"])
+    try:
+        while _state(exited.pid) != "Z":
+            time.sleep(0.01)
+        scanned = server._children_by_scan(os.getpid())
+        assert {running.pid, exited.pid} <= set(scanned)
+        assert sorted(scanned) == sorted(server.children_of(os.getpid()))
+        assert os.getpid() not in scanned and server._children_by_scan(running.pid) == []
+    finally:
+        running.kill()
+        running.wait()
+        exited.wait()
+
+
 SCRATCH_PROBE = """
 import os, sys, tempfile
 from plugin.serve import server
