@@ -117,6 +117,19 @@ class Settings:
             return default
         return parse_bool(found.value, name, found.origin)
 
+    def get_go_bool(self, name: str, default: bool) -> bool:
+        """A flag AVP reads with Go's strconv.ParseBool (the `VAULT_*` flags): `yes` or `on`,
+        which `get_bool` accepts, are errors here as they are for AVP."""
+        found = self.lookup(name)
+        if found is None:
+            return default
+        parsed = parse_go_bool(found.value.strip())
+        if parsed is None:
+            raise ConfigError(
+                f"{name} must be true or false, got {found.value!r} from {found.origin}"
+            )
+        return parsed
+
 
 TRUE_WORDS = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 FALSE_WORDS = frozenset({"0", "f", "F", "FALSE", "false", "False"})

@@ -148,6 +148,19 @@ def test_get_duration_errors_name_variable_and_origin() -> None:
     assert get_duration(Settings(environ={}), "VAULT_CLIENT_TIMEOUT", 60) == 60
 
 
+def test_go_bool_settings_take_go_spellings_only() -> None:
+    """AVP's `VAULT_*` flags: strconv.ParseBool's words, trimmed; `yes` names its origin."""
+    for text, value in (("true", True), (" T ", True), ("1", True), ("FALSE", False), ("0", False)):
+        assert Settings(environ={"FLAG": text}).get_go_bool("FLAG", not value) is value
+    assert Settings(environ={}).get_go_bool("FLAG", True) is True
+    assert Settings(environ={"FLAG": "yes"}).get_bool("FLAG", False) is True
+    with pytest.raises(ConfigError) as info:
+        Settings(environ={"ARGOCD_ENV_FLAG": "yes"}).get_go_bool("FLAG", False)
+    assert str(info.value) == (
+        "FLAG must be true or false, got 'yes' from environment variable ARGOCD_ENV_FLAG"
+    )
+
+
 def test_settings_where_lists_places() -> None:
     text = settings_where(Settings(environ={}, file_values={"A": "1"}, file_origin="X"), "B")
     assert text == "looked in ARGOCD_ENV_B, environment variable B, X key B"

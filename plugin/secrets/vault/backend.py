@@ -58,7 +58,7 @@ import hvac.adapters
 import requests
 import urllib3
 
-from plugin.config import Settings, get_duration, parse_go_bool
+from plugin.config import Settings, get_duration
 from plugin.errors import BackendError, ConfigError, MissingPathError
 from plugin.secrets.base import BackendOptions, SecretData, SecretRef, VersionedData
 from plugin.secrets.vault.auth import AuthMethod, LoginResult, make_auth_method
@@ -113,16 +113,7 @@ class VaultConfig:
                 f"AVP_KV_VERSION must be 1 or 2, got {kv_version!r} from {kv_origin} "
                 "(Unsupported kvVersion specified)"
             )
-        redirects = True
-        found = settings.lookup("VAULT_DISABLE_REDIRECTS")
-        if found is not None:
-            parsed = parse_go_bool(found.value.strip())
-            if parsed is None:
-                raise ConfigError(
-                    f"VAULT_DISABLE_REDIRECTS must be true or false, got {found.value!r} "
-                    f"from {found.origin}"
-                )
-            redirects = not parsed
+        redirects = not settings.get_go_bool("VAULT_DISABLE_REDIRECTS", False)
         return cls(
             addr=addr,
             namespace=namespace or None,

@@ -23,7 +23,7 @@ from requests import PreparedRequest
 from requests.adapters import HTTPAdapter
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
-from plugin.config import Settings, parse_go_bool
+from plugin.config import Settings
 from plugin.errors import ConfigError
 
 
@@ -52,16 +52,7 @@ class TLSSettings:
             origins.append((name, found.origin))
             return found.value
 
-        skip = False
-        found = settings.lookup("VAULT_SKIP_VERIFY")
-        if found is not None:
-            parsed = parse_go_bool(found.value.strip())
-            if parsed is None:
-                raise ConfigError(
-                    f"VAULT_SKIP_VERIFY must be true or false, got {found.value!r} "
-                    f"from {found.origin}"
-                )
-            skip = parsed
+        skip = settings.get_go_bool("VAULT_SKIP_VERIFY", False)
         cert, key = get("VAULT_CLIENT_CERT"), get("VAULT_CLIENT_KEY")
         if (cert is None) != (key is None):
             given, absent = ("VAULT_CLIENT_CERT", "VAULT_CLIENT_KEY")[:: 1 if cert else -1]
