@@ -47,7 +47,7 @@ from typing import TextIO
 
 from plugin import __version__
 from plugin.errors import ConfigError, UsageError
-from plugin.serve import client
+from plugin.serve import client, launcher
 
 MAX_REQUESTS_SETTING = "PLUGIN_SERVE_MAX_REQUESTS"
 DEFAULT_MAX_REQUESTS = 1000
@@ -406,11 +406,13 @@ class Zygote:
         """Replace this process by a fresh zygote that keeps listening on the same socket."""
         fd = self.listener.fileno()
         os.set_inheritable(fd, True)
-        argv = [sys.executable, "-m", "plugin", "serve", "--socket", self.path]
-        argv += ["--max-requests", str(self.max_requests), "--listen-fd", str(fd)]
+        # The same interpreter flags and sys.path as this process: one started by the image's
+        # launcher (`python -IS`) has no `site`, so `python -m plugin` would not find itself.
+        arguments = ["serve", "--socket", self.path, "--max-requests", str(self.max_requests)]
+        argv = launcher.reexec_argv([*arguments, "--listen-fd", str(fd)])
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execv(sys.executable, argv)  # noqa: S606 - this program, again
+        os.execv(argv[0], argv)  # noqa: S606 - this program, again
 
 
 def _reap(signum: int, frame: FrameType | None) -> None:

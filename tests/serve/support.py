@@ -14,6 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
+#: How the tests start `plugin` unless told otherwise: the package's `python -m plugin`.
+MODULE = (PYTHON, "-m", "plugin")
 
 
 @dataclass
@@ -46,10 +48,11 @@ def plugin(
     cwd: Path | None = None,
     stdin: bytes = b"",
     timeout: float = 120,
+    command: Sequence[str] = MODULE,
 ) -> Run:
-    """The real console entry (`python -m plugin`), as Argo CD would start it."""
+    """The real console entry (`python -m plugin`, or `command`), as Argo CD would start it."""
     proc = subprocess.run(
-        [PYTHON, "-m", "plugin", *argv],
+        [*command, *argv],
         env=dict(env),
         cwd=cwd or env["HOME"],  # not the repository: `-m` puts the working directory first
         input=stdin,
@@ -61,13 +64,14 @@ def plugin(
 
 
 class Zygote:
-    """`plugin serve` in the foreground, stopped with SIGTERM."""
+    """`plugin serve` in the foreground (`command serve`), stopped with SIGTERM."""
 
-    def __init__(self, env: Mapping[str, str], *args: str) -> None:
+    def __init__(self, env: Mapping[str, str], *args: str, command: Sequence[str] = MODULE) -> None:
         self.env = dict(env)
+        self.command = tuple(command)
         self.logged = ""
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "plugin", "serve", *args],
+            [*command, "serve", *args],
             env=self.env,
             cwd=self.env["HOME"],
             stdin=subprocess.DEVNULL,
@@ -82,7 +86,7 @@ class Zygote:
             time.sleep(0.1)
 
     def status(self) -> dict[str, str] | None:
-        run = plugin(["serve", "--status"], self.env)
+        run = plugin(["serve", "--status"], self.env, command=self.command)
         if run.code != 0:
             return None
         return dict(re.findall(r"^([\w-]+): (.*)$", run.stdout.decode(), re.M))

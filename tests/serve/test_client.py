@@ -3,7 +3,9 @@
 Argo CD starts one `plugin` process per render, so every module the client imports is paid on
 every render. The console script pip writes imports `re` and `sys`, then `plugin.__main__`;
 from there on only the client's own modules and two C modules may be loaded when the zygote
-renders. A test of modules, not of time: it fails the day an import slips in.
+renders. The image's launcher (`plugin.serve.launcher`, `python -IS`) loads neither `site` nor
+`re`: only what the interpreter needs to start, `os`, and the client's modules. A test of
+modules, not of time: it fails the day an import slips in.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from plugin.serve import launcher
 from tests.serve.support import PYTHON, Zygote, base_env
 
 #: What the client may import beyond the interpreter's start and the console script's `re`.
@@ -85,3 +88,43 @@ def test_without_a_zygote_the_client_imports_the_whole_plugin(
     modules, stdout = client_modules(tmp_path, env, "generate", "m.yaml")
     assert b"user: someone" in stdout
     assert "plugin.cli" in modules and "socket" in modules
+
+
+def imported(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[set[str], bytes]:
+    """Every module a `python -X importtime ...` run imported, from start-up on."""
+    proc = subprocess.run(
+        [PYTHON, "-X", "importtime", *argv],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.decode().splitlines()
+    modules = {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
+    return modules - {"imported package"}, proc.stdout
+
+
+def test_the_image_launcher_loads_neither_site_nor_re(tmp_path: Path, env: dict[str, str]) -> None:
+    """The launcher (`python -IS`): the client's modules and `os`, no `site`, `re` or `enum`."""
+    script = tmp_path / "plugin"
+    assert launcher.main([str(script)]) == 0
+    flags = f"#!{PYTHON} {launcher.SHEBANG_FLAGS}\n"
+    assert script.read_text().startswith(flags)  # so `python -IS script` is what the kernel runs
+    interpreter, _ = imported([launcher.SHEBANG_FLAGS, "-c", "import os"], env, tmp_path)
+    zygote = Zygote(env)
+    try:
+        before = zygote.served()
+        run = [launcher.SHEBANG_FLAGS, str(script), "generate", "m.yaml"]
+        modules, stdout = imported(run, env, tmp_path)
+        # The control, also served by the zygote: pip's console script loads all three.
+        pip_script = ["-c", CONSOLE_SCRIPT, str(tmp_path / "modules.json"), "generate", "m.yaml"]
+        pip_modules, pip_stdout = imported(pip_script, env, tmp_path)
+        assert zygote.served() == before + 3  # the two renders and this --status
+    finally:
+        zygote.stop()
+    assert b"user: someone" in stdout and stdout == pip_stdout
+    assert {"site", "re", "enum"} <= pip_modules
+    assert {"site", "re", "enum"} & modules == set()
+    assert modules - interpreter - ALLOWED == set(), "the launcher imported more than it needs"
