@@ -3,8 +3,9 @@
 #   docker build -t registry.example.com/argocd-secrets-plugin:0.1.0 .
 #   docker build --build-arg HELM_MAJOR=4 -t registry.example.com/argocd-secrets-plugin:0.1.0-helm4 .
 #
-# The image holds Python, the plugin (console script `plugin`), helm and kustomize, and the
-# plugin configuration at /home/argocd/cmp-server/config/plugin.yaml. It has no ENTRYPOINT or
+# The image holds Python, the plugin (`plugin`, a launcher written over pip's console script),
+# helm and kustomize, and the plugin configuration at
+# /home/argocd/cmp-server/config/plugin.yaml. It has no ENTRYPOINT or
 # CMD of its own: the install manifests start the sidecar with
 # `command: [plugin, serve, --exec, /var/run/argocd/argocd-cmp-server]` (the zygote, then
 # argocd-cmp-server, a binary that the repo-server pod copies into the shared `var-files`
@@ -129,9 +130,14 @@ RUN groupadd --system --gid 999 argocd \
     && install -d -o 999 -g 999 -m 0755 /home/argocd/cmp-server/plugins
 
 COPY --from=tools /work/helm /work/kustomize /usr/local/bin/
+# The launcher replaces the console script pip wrote at /usr/local/bin/plugin: the same entry
+# point, started as `python -IS` with the install paths written in (no `site`, no `import re`:
+# about 20 ms less per render, and no PYTHON* variable, user site or working directory can
+# change what it imports; see plugin/serve/launcher.py and docs/performance.md).
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     python -m pip install --no-cache-dir --no-index --find-links /wheels \
-        --disable-pip-version-check /wheels/argocd_secrets_plugin-*.whl
+        --disable-pip-version-check /wheels/argocd_secrets_plugin-*.whl \
+    && python -I -m plugin.serve.launcher /usr/local/bin/plugin
 
 COPY cmp-config/plugin.yaml /home/argocd/cmp-server/config/plugin.yaml
 

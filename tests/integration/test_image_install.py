@@ -4,10 +4,11 @@ The `wheels` stage of the Dockerfile is repeated on a copy of exactly what the b
 holds (pyproject.toml, README.md, plugin/): the dependencies are downloaded as binary wheels
 with `--require-hashes` from requirements/image.txt and the plugin wheel is built from source.
 The final stage is repeated in a fresh virtual environment: `pip install --no-index` of those
-wheels only. Then the installed `plugin` runs as the sidecar would run it: with the image's
-environment (its paths moved into a temporary directory), helm and kustomize found on PATH
-only, and plugin.yaml run by Argo CD's real argocd-cmp-server (tests/real_cmp.py; started as the
-image starts it, `plugin serve --exec argocd-cmp-server`, with PLUGIN_TEST_SERVE=1).
+wheels only, then the launcher written over the console script (`plugin.serve.launcher`).
+Then the installed `plugin` runs as the sidecar would run it: with the image's environment
+(its paths moved into a temporary directory), helm and kustomize found on PATH only, and
+plugin.yaml run by Argo CD's real argocd-cmp-server (tests/real_cmp.py; started as the image
+starts it, `plugin serve --exec argocd-cmp-server`, with PLUGIN_TEST_SERVE=1).
 
 Needs PyPI for the wheel downloads (a missing network skips, or fails under CI=true).
 """
@@ -143,6 +144,12 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
         env=_pip_env(),
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    # The same RUN's next step: the launcher over the console script (the venv's bin here).
+    (launcher_step,) = [run for run in final().values("RUN") if "plugin.serve.launcher" in run]
+    words = shlex.split(launcher_step.split("&&")[-1])
+    assert words[-1] == "/usr/local/bin/plugin" and words[0] == "python"
+    done = _run([str(venv / "bin" / "python"), *words[1:-1], str(venv / "bin" / "plugin")])
+    assert done.returncode == 0, done.stderr
     image = Image(root=root, venv=venv, context=context)
     image.plugin_yaml.parent.mkdir(parents=True)
     shutil.copy2(ROOT / "cmp-config" / "plugin.yaml", image.plugin_yaml)
@@ -192,6 +199,15 @@ def test_plugin_version(image: Image) -> None:
     done = _run(["plugin", "version"], cwd=image.root, env=image.env())
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"plugin {__version__}"
+
+
+def test_plugin_is_the_launcher(image: Image) -> None:
+    """`plugin` runs with -IS and finds the package and its libraries in the venv only."""
+    first, *rest = (image.bin / "plugin").read_text().splitlines()
+    assert first == f"#!{image.bin / 'python'} -IS"
+    assert "import re" not in rest
+    site_packages = {str(path) for path in image.venv.glob("lib/python*/site-packages")}
+    assert f"sys.path += {sorted(site_packages)!r}" in rest
 
 
 def demo_command() -> tuple[dict[str, str], list[str]]:

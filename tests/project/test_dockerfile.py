@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tarfile
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -337,6 +338,56 @@ def test_smoke_test_runs_as_the_runtime_user() -> None:
     user_at = max(i for i, (kind, _) in enumerate(items) if kind == "USER")
     later_runs = [value for kind, value in items[user_at:] if kind == "RUN"]
     assert any("plugin version" in run and "helm version" in run for run in later_runs)
+
+
+#: Where pip puts the console script in the python image, and where `plugin` resolves on PATH.
+LAUNCHER = "/usr/local/bin/plugin"
+
+
+def _commands(value: object) -> Iterator[list[str]]:
+    """Every `command:` list in a parsed YAML document."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "command" and isinstance(item, list):
+                yield [str(word) for word in item]
+            else:
+                yield from _commands(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _commands(item)
+
+
+def test_the_launcher_replaces_pip_s_console_script() -> None:
+    """Right after the wheel's install, as root: `python -I -m plugin.serve.launcher` writes
+    `plugin` over the console script, before the smoke test runs it as the runtime user."""
+    items = final().instructions
+    runs = [(i, value) for i, (kind, value) in enumerate(items) if kind == "RUN"]
+    (install_at, install) = next((i, run) for i, run in runs if "pip install" in run)
+    writers = [(i, run) for i, run in runs if "plugin.serve.launcher" in run]
+    assert len(writers) == 1 and writers[0][0] == install_at, "in the RUN that installs"
+    steps = [shlex.split(step) for step in install.split("&&")]
+    assert "pip" in steps[0] and len(steps) == 2
+    assert steps[1] == ["python", "-I", "-m", "plugin.serve.launcher", LAUNCHER]
+    user_at = max(i for i, (kind, _) in enumerate(items) if kind == "USER")
+    assert install_at < user_at, "/usr/local/bin is root's"
+    assert "PATH" not in final().env, "the base image's PATH finds /usr/local/bin/plugin first"
+
+
+def test_every_command_calls_plugin_by_its_name() -> None:
+    """plugin.yaml and the install manifests run `plugin` from PATH: the launcher."""
+    files = [
+        *(ROOT / "cmp-config").glob("plugin*.yaml"),
+        *(ROOT / "cmp-config" / "install").rglob("*.yaml"),
+    ]
+    commands = [
+        command
+        for path in files
+        for document in yaml.safe_load_all(path.read_text())
+        for command in _commands(document)
+    ]
+    ours = [command for command in commands if "plugin" in command[0]]
+    assert len(ours) >= 7
+    assert all(command[0] == "plugin" for command in ours), ours
 
 
 def _documented_image_env() -> dict[str, str]:
