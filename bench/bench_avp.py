@@ -14,6 +14,7 @@ Vault requests of one extra run of each variant counted by a loopback proxy, and
 of the process (for the zygote variant: of the client only). Variants:
   plugin      `plugin generate` rendering in its own process (PLUGIN_SERVE=off)
   zygote      `plugin generate` through a zygote started by the benchmark (`plugin serve`)
+  zygote-compare  the same through the `--compare` executable (only with --compare)
   avp         argocd-vault-plugin (only with AVP_BIN)
 
 Build AVP v1.18.1 from source (Go module proxy):
@@ -27,6 +28,15 @@ Build AVP v1.18.1 from source (Go module proxy):
 install pays for its import hook at every start; the image installs a wheel, so measure with a
 wheel install (`python -m venv /tmp/bv && /tmp/bv/bin/pip install .`) for numbers that carry
 over.
+
+The image runs `plugin` through a launcher (`python -IS`, see plugin/serve/launcher.py), not
+pip's console script. Write one for the wheel venv, next to pip's, and measure it against
+pip's in the same rounds (`--compare` adds the variant `zygote-compare`: the other executable
+through the same zygote, and its per-round ratio to `zygote`):
+
+    /tmp/bv/bin/python -I -m plugin.serve.launcher /tmp/bv/bin/plugin-launcher
+    ... bench/bench_avp.py --plugin /tmp/bv/bin/plugin-launcher --compare /tmp/bv/bin/plugin \
+        --only W4,W5 --repeat 8
 """
 
 from __future__ import annotations
@@ -218,17 +228,23 @@ def measure(
 
 
 def report(label: str, variants: list[Variant]) -> None:
-    """One line: medians, the median of the per-round ratios to AVP and, when the workload
-    has a `helm-alone` variant, the median of the per-round overheads over it."""
+    """One line: medians, the median of the per-round ratios to AVP (and of `zygote` to
+    `zygote-compare`) and, when the workload has a `helm-alone` variant, the median of the
+    per-round overheads over it."""
     base = variants[-1]
     helm_alone = next((v for v in variants if v.name == "helm-alone"), None)
+    compare = next((v for v in variants if v.name == "zygote-compare"), None)
     cells = []
     for variant in variants:
         median = statistics.median(variant.times)
-        extra = ""
+        ratios: list[str] = []
+        if compare is not None and variant.name == "zygote":
+            per_round = [a / b for a, b in zip(variant.times, compare.times, strict=True)]
+            ratios.append(f"{statistics.median(per_round):.2f}x compare")
         if variant is not base and base.name == "avp":
-            ratios = [a / b for a, b in zip(variant.times, base.times, strict=True)]
-            extra = f" = {statistics.median(ratios):.2f}x avp"
+            per_round = [a / b for a, b in zip(variant.times, base.times, strict=True)]
+            ratios.append(f"{statistics.median(per_round):.2f}x avp")
+        extra = f" = {', '.join(ratios)}" if ratios else ""
         if helm_alone is not None and variant is not helm_alone:
             over = [a - b for a, b in zip(variant.times, helm_alone.times, strict=True)]
             extra += f", +{statistics.median(over) * 1000:.0f} ms over helm"
@@ -248,6 +264,9 @@ def main() -> None:
     parser.add_argument("--plugin", default=str(Path(sys.executable).parent / "plugin"))
     parser.add_argument("--repeat", type=int, default=11)
     parser.add_argument("--only", default="W1,W2,W3,W4,W5")
+    parser.add_argument(
+        "--compare", help="another `plugin` executable of the same installation, paired"
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     avp = os.environ.get("AVP_BIN")
@@ -257,6 +276,8 @@ def main() -> None:
         raise SystemExit("needs BAO_BIN (OpenBao) and HELM_BIN")
     print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {machine()}")
     print(f"# plugin: {args.plugin}; avp: {avp or 'not given (AVP_BIN)'}; helm: {helm}")
+    if args.compare:
+        print(f"# compare: {args.compare}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         server = OpenBao(bao, root)
@@ -300,6 +321,9 @@ def main() -> None:
                     Variant("plugin", lambda e: run_one(plugin_argv, {**e, **off}, cwd, stdin)),
                     Variant("zygote", lambda e: run_one(plugin_argv, e, cwd, stdin)),
                 ]
+                if args.compare:
+                    other = [args.compare, *plugin_argv[1:]]
+                    found.append(Variant("zygote-compare", lambda e: run_one(other, e, cwd, stdin)))
                 if avp_run is not None:
                     found.append(Variant("avp", avp_run))
                 return found
@@ -309,8 +333,9 @@ def main() -> None:
                     return None
                 return lambda e: run_one([avp, "generate", "-"], e, root, path)
 
-            print("| workload | " + " | ".join(["plugin", "zygote", "avp"]) + " | rounds |")
-            print("|---|---|---|---|---|")
+            names = ["plugin", "zygote", *(["zygote-compare"] if args.compare else []), "avp"]
+            print("| workload | " + " | ".join(names) + " | rounds |")
+            print("|---" * (len(names) + 2) + "|")
             if "W4" in only:
                 path = w4(root)
                 cases = variants(
