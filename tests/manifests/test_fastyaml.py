@@ -22,8 +22,10 @@ _tricky = st.sampled_from(
      "a\\b", "a\tb", "x: ", "x :y", "=", "=x", ".inf", ".x", "a  b", "<k>", "{{ .Values }}"]
 )  # fmt: skip
 _strings = st.one_of(_ascii, _tricky)
+#: Integers Go holds as integers (int64, and uint64 above it); beyond them see the test below.
+_go_integers = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 _data = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), _strings),
+    st.one_of(st.none(), st.booleans(), _go_integers, _strings),
     lambda children: st.one_of(
         st.lists(children, max_size=3), st.dictionaries(_strings, children, max_size=3)
     ),
@@ -39,6 +41,15 @@ def test_round_trip_with_both_loaders(document: dict[str, Any]) -> None:
         return
     assert load_one(text) == document
     assert yaml.safe_load(text) == document  # timestamps resolved too: quoted where needed
+
+
+@pytest.mark.parametrize("number", [-(2**63) - 1, 2**64, 10**30])
+def test_an_integer_beyond_go_integers_is_a_float_to_go_as_in_avp(number: int) -> None:
+    """Only a modifier (jsonParse) makes such a number; Go (and so AVP) holds it as a float64,
+    and that is what Argo CD reads from the plain digits the writer keeps."""
+    text = fastyaml.dump({"x": number})
+    assert text == f"x: {number}\n"
+    assert load_one(text) == {"x": float(number)}
 
 
 def test_manifest_layout() -> None:
