@@ -88,7 +88,7 @@ def _wait(procs: list[subprocess.Popen[bytes]], started: float) -> Sample:
     for proc in procs:
         if proc.returncode != 0:
             err = proc.stderr.read().decode() if proc.stderr else ""
-            raise SystemExit(f"{proc.args} failed ({proc.returncode}): {err[-2000:]}")
+            raise SystemExit(f"{proc.args!r} failed ({proc.returncode}): {err[-2000:]}")
     return Sample(elapsed, rss)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import requests
 
 from plugin.config import Settings
-from plugin.secrets.registry import BackendOptions
+from plugin.secrets.base import BackendOptions
 from plugin.secrets.vault.backend import VaultBackend, make_vault_backend
 
 OPENSSL_CONFIG = """\

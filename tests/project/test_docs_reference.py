@@ -52,6 +52,7 @@ READER_CALLS = frozenset(
         "get_int",
         "get_float",
         "get_bool",
+        "get_go_bool",
         "get_duration",
         "getenv",
         "required",
