@@ -61,6 +61,7 @@ from plugin.placeholders.engine import (
     write,
 )
 from plugin.placeholders.modifiers import FINGERPRINT_KEY_SETTING, fingerprint_context
+from plugin.placeholders.prefetch import PREFETCH_SETTING, Prefetch
 from plugin.placeholders.substitute import Rules, Site, Status
 from plugin.render import detect
 from plugin.render.copying import (
@@ -509,6 +510,29 @@ def _backend_factory(
     return recorder.wrap(backend) if recorder is not None else backend
 
 
+def _prefetch(
+    args: argparse.Namespace, settings: Settings, rules: Rules, deadline: float
+) -> Prefetch | None:
+    """The read-ahead of secrets while the renderer runs, when it is worth it.
+
+    Only for `generate` with the Vault backend (a file store is local: reading it later costs
+    nothing) and unless `PLUGIN_PREFETCH=false`. It gets the factory *without* the reference
+    index's recorder: the engine's view of it is wrapped instead, so only what the output
+    used is recorded.
+    """
+    if args.command != "generate" or not settings.get_bool(PREFETCH_SETTING, True):
+        return None
+    if (settings.get("AVP_TYPE") or "").strip() != "vault":
+        return None
+    return Prefetch(
+        _backend_factory(args, settings),
+        rules,
+        deadline,
+        max_bytes=_max_input(settings),
+        max_files=_copy_limits(settings).max_files,
+    )
+
+
 def _finish(
     args: argparse.Namespace,
     streams: Sequence[InputStream],
@@ -578,7 +602,13 @@ def _run_directory(
     request: AppRequest = app_request(environ, settings)
     if args.source_type:
         request = dataclasses.replace(request, source_type=args.source_type)
-    make = _backend_factory(args, settings, recorder)
+    prefetch = None if request.resolve_values else _prefetch(args, settings, rules, deadline.at)
+    if prefetch is not None:
+        make = prefetch.factory()
+        if recorder is not None:
+            make = recorder.wrap(make)
+    else:
+        make = _backend_factory(args, settings, recorder)
     reads = SharedReads(make, rules, deadline.at) if request.resolve_values else None
     try:
         context = pipeline.RenderContext(
@@ -594,6 +624,7 @@ def _run_directory(
                 MAX_TEMPLATE_MEMORY_SETTING,
                 DEFAULT_MAX_TEMPLATE_MEMORY,
             ),
+            before_renderer=prefetch.start if prefetch is not None else None,
         )
         try:
             result = pipeline.render(Path(args.path), context)
@@ -631,6 +662,8 @@ def _run_directory(
     finally:
         if reads is not None:
             reads.close()
+        if prefetch is not None:
+            prefetch.close()
 
 
 def _parameters(app_dir: Path, include_static: bool, out: TextIO) -> int:

@@ -85,6 +85,21 @@ def find(text: str, generic_enabled: bool) -> Iterator[Match]:
         yield Match(start, end, written, parsed, error)
 
 
+def inline_references(text: str) -> Iterator[tuple[str, str | None]]:
+    """`(path, version)` of every `<path:P#K[#V]>` in `text`, left to right, repeats kept.
+
+    For looking ahead at source files (Helm values, templates, Kustomize resources) before
+    they are rendered: the same scan and parse as `find`, without the generic `<key>` form,
+    whose path comes from an annotation the source text may not show yet.
+    """
+    if _PATH_OPEN not in text:
+        return
+    for match in find(text, False):
+        found = match.placeholder
+        if found is not None and found.path is not None:
+            yield found.path, found.version
+
+
 def _generic_spans(text: str) -> Iterator[tuple[int, int]]:
     """Spans of `<(.*?)>`: a `<` and the first `>` after it on the same line.
 

@@ -94,6 +94,11 @@ MAX_KUSTOMIZATION_BYTES = 1024 * 1024
 
 
 def check_roots(app_dir: Path, root: Path) -> int:
+    """`kustomization_roots`, counted (see there)."""
+    return len(kustomization_roots(app_dir, root))
+
+
+def kustomization_roots(app_dir: Path, root: Path) -> list[Path]:
     """Refuse a kustomization tree that names a directory outside `root` (the repository).
 
     Kustomize's own load restrictor (`LoadRestrictionsRootOnly`, which the plugin never
@@ -109,18 +114,19 @@ def check_roots(app_dir: Path, root: Path) -> int:
     not exist locally) are left to kustomize. Helm chart homes and values files of
     `helmCharts`/`helmGlobals` are checked the same way.
 
-    Returns the number of kustomizations checked. Errors name the kustomization (relative to
+    Returns the directories checked (real paths, `app_dir`'s first): every root kustomize may
+    load files from, which the secrets prefetch scans. Errors name the kustomization (relative to
     the repository), the field and the entry as written, never anything found outside.
     """
     real_root = Path(os.path.realpath(root))
     start = Path(os.path.realpath(app_dir))
     pending = [start]
-    seen: set[Path] = set()
+    seen: dict[Path, None] = {}
     while pending:
         directory = pending.pop()
         if directory in seen:
             continue
-        seen.add(directory)
+        seen[directory] = None
         if len(seen) > MAX_KUSTOMIZATIONS:
             raise RenderError(
                 f"the Kustomize tree has more than {MAX_KUSTOMIZATIONS} kustomizations; refused"
@@ -136,7 +142,7 @@ def check_roots(app_dir: Path, root: Path) -> int:
                 pending.append(target)
         for field_name, entry in _helm_paths(data):
             _resolve(entry, directory, real_root, shown, field_name)
-    return len(seen)
+    return list(seen)
 
 
 def _kustomization_file(directory: Path) -> Path | None:

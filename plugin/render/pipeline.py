@@ -68,6 +68,11 @@ class RenderContext:
 
     #: Address-space budget of the forked Jinja2 child (`PLUGIN_MAX_TEMPLATE_MEMORY`).
     template_memory: int = isolated.DEFAULT_MAX_TEMPLATE_MEMORY
+    #: Called once right before `helm template` or `kustomize build` starts (not with
+    #: RESOLVE_VALUES, whose reads happen before Helm anyway), with the files and directories
+    #: the renderer will read and the texts it gets from memory: the secrets prefetch
+    #: (`plugin.placeholders.prefetch`) reads their placeholders' paths while it runs.
+    before_renderer: Callable[[list[Path], list[str]], None] | None = None
 
     def limits_for_copy(self) -> CopyLimits:
         return dataclasses.replace(self.copy_limits, deadline=self.deadline)
@@ -297,7 +302,7 @@ def _kustomize(
     unrestricted with `--enable-helm` (chart repositories listen on any port).
     """
     ctx.deadline.check("checking the Kustomize tree")
-    kustomize.check_roots(app_dir, root)
+    roots = kustomize.kustomization_roots(app_dir, root)
     base = kustomize.kustomize_base_command(ctx.environ)
     with_helm = kustomize.enable_helm(ctx.environ)
     helm_bin = helm_binary(ctx.environ) if with_helm else ""
@@ -309,6 +314,8 @@ def _kustomize(
         programs=[base[0], helm_bin],
         connect_ports=None if with_helm else kustomize.remote_ports(ctx.environ),
     )
+    if ctx.before_renderer is not None:
+        ctx.before_renderer(list(roots), [])
     done = run(
         argv,
         stage="kustomize build",
@@ -397,10 +404,17 @@ def _helm(
         if ctx.reads is not None:
             values, inline_data = _resolve_values_phase(work, values, inline_data, staging, ctx)
         # Inline values (resolved or not) never touch the disk either.
+        inline_texts = [dump(data) if data else "{}\n" for _, data in inline_data]
         values += [
-            staging.in_memory(dump(data) if data else "{}\n", origin)
-            for origin, data in inline_data
+            staging.in_memory(text, origin)
+            for text, (origin, _) in zip(inline_texts, inline_data, strict=True)
         ]
+        if ctx.before_renderer is not None and ctx.reads is None:
+            # Staged values first (they hold most placeholders), then the chart itself.
+            ctx.before_renderer(
+                [staging.directory, work],
+                [*inline_texts, *request.helm_parameters.values()],
+            )
         done = _helm_template(
             helm_bin=helm_bin,
             work=work,

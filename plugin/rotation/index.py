@@ -353,6 +353,8 @@ class _RecordingBackend:
 
     def login(self) -> None:
         self._inner.login()
+        # A view of a shared session (the prefetch's) knows its concurrency after login only.
+        self.max_workers = int(self._inner.max_workers)
 
     def close(self) -> None:
         self._inner.close()

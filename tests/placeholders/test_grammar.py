@@ -226,3 +226,19 @@ def test_a_megabyte_of_hostile_text_is_scanned_within_a_generous_bound() -> None
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "scanned"
+
+
+def test_inline_references_are_the_paths_and_versions_of_inline_placeholders() -> None:
+    text = (
+        'a: "<path:kv/data/a#k>"\n'
+        "b: <path:kv/data/b#k#3 | base64encode>\n"
+        "c: <generic-key>\n"
+        "d: <path:kv/data/a#other>\n"
+        "e: <path:#nopath>\n"
+    )
+    assert list(grammar.inline_references(text)) == [
+        ("kv/data/a", None),
+        ("kv/data/b", "3"),
+        ("kv/data/a", None),
+    ]
+    assert list(grammar.inline_references("no placeholder <here>")) == []

@@ -1,0 +1,122 @@
+"""The prefetch's source scan and its session, with the (real, local) file backend.
+
+Timing and the Vault backend are covered by tests/integration/test_prefetch_vault.py.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import yaml
+
+from plugin.errors import MissingPathError
+from plugin.placeholders.prefetch import MAX_PREFETCHED_PATHS, Prefetch, scan_sources
+from plugin.placeholders.substitute import Rules
+from plugin.rotation.index import Recorder
+from plugin.secrets.base import SecretRef
+from plugin.secrets.file import FileBackend
+from plugin.security.redact import Redactor
+
+BIG = 1 << 20
+
+
+def test_scan_finds_distinct_refs_in_texts_then_files_in_order(tmp_path: Path) -> None:
+    (tmp_path / "values.yaml").write_text("a: <path:kv/data/one#k>\nb: <path:kv/data/one#j>\n")
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "x.yaml").write_text("c: <path:kv/data/two#k#4>\n")
+    refs = scan_sources(
+        [tmp_path], ["<path:kv/data/zero#k>"], Rules(), max_bytes=BIG, max_files=100
+    )
+    assert refs == [
+        SecretRef("kv/data/zero"),
+        SecretRef("kv/data/one"),  # a directory's own files before its subdirectories'
+        SecretRef("kv/data/two", "4"),
+    ]
+
+
+def test_scan_leaves_out_refused_paths(tmp_path: Path) -> None:
+    (tmp_path / "values.yaml").write_text(
+        "a: <path:kv/data/team-a/x#k>\nb: <path:kv/data/team-b/x#k>\nc: <path:other/x#k>\n"
+    )
+    rules = Rules(
+        path_validation=re.compile(r"^kv/"),
+        path_check=lambda path: None if "/team-a/" in path else "refused",
+    )
+    refs = scan_sources([tmp_path], [], rules, max_bytes=BIG, max_files=100)
+    assert refs == [SecretRef("kv/data/team-a/x")]
+
+
+def test_scan_skips_binary_oversized_and_linked_files_and_stops_at_the_budgets(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a-binary.tgz").write_bytes(b"\0\x1f<path:kv/data/bin#k>")
+    (tmp_path / "b-big.yaml").write_text("x: <path:kv/data/big#k>\n" + "#" * 2000)
+    (tmp_path / "c-link.yaml").symlink_to(tmp_path / "z-real.yaml")
+    (tmp_path / "d-latin1.yaml").write_bytes(b"\xe9 <path:kv/data/latin#k>")
+    (tmp_path / "z-real.yaml").write_text("x: <path:kv/data/real#k>\n")
+    refs = scan_sources([tmp_path], [], Rules(), max_bytes=1000, max_files=100)
+    assert refs == [SecretRef("kv/data/real")]
+    assert scan_sources([tmp_path], [], Rules(), max_bytes=1000, max_files=4) == []
+
+
+def test_scan_stops_at_the_cap(tmp_path: Path) -> None:
+    text = "".join(f"k{i}: <path:kv/data/p{i}#k>\n" for i in range(MAX_PREFETCHED_PATHS + 10))
+    refs = scan_sources([], [text], Rules(), max_bytes=BIG, max_files=100)
+    assert len(refs) == MAX_PREFETCHED_PATHS
+    assert refs[-1] == SecretRef(f"kv/data/p{MAX_PREFETCHED_PATHS - 1}")
+
+
+def file_store(tmp_path: Path) -> FileBackend:
+    store = tmp_path / "secrets.yaml"
+    store.write_text(yaml.safe_dump({"kv/data/app": {"password": "prefetched-value-Qx9"}}))
+    return FileBackend.from_file(store)
+
+
+def test_the_engine_gets_prefetched_data_and_rereads_what_failed(tmp_path: Path) -> None:
+    made: list[FileBackend] = []
+
+    def make() -> FileBackend:
+        made.append(file_store(tmp_path))
+        return made[-1]
+
+    redactor = Redactor()
+    prefetch = Prefetch(
+        make, Rules(redactor=redactor), time.monotonic() + 60, max_bytes=BIG, max_files=10
+    )
+    recorder = Recorder()
+    prefetch.start([], ["<path:kv/data/app#password> <path:kv/data/gone#k>"])
+    engine_backend = recorder.wrap(prefetch.factory())()
+    engine_backend.login()
+    assert "prefetched-value-Qx9" in redactor.values  # registered when it arrived
+    assert isinstance(prefetch.results[SecretRef("kv/data/gone")], MissingPathError)
+    assert engine_backend.read(SecretRef("kv/data/app")) == {"password": "prefetched-value-Qx9"}
+    try:
+        engine_backend.read(SecretRef("kv/data/gone"))
+    except MissingPathError as exc:
+        assert "kv/data/gone" in str(exc)
+    else:
+        raise AssertionError("a failed prefetch must be read again and fail the same way")
+    assert len(made) == 1  # one session, shared
+    # Only what the engine asked for is recorded.
+    assert set(recorder.reads) == {SecretRef("kv/data/app"), SecretRef("kv/data/gone")}
+    prefetch.close()
+
+
+def test_nothing_prefetched_nothing_made_until_the_engine_asks(tmp_path: Path) -> None:
+    made: list[FileBackend] = []
+
+    def make() -> FileBackend:
+        made.append(file_store(tmp_path))
+        return made[-1]
+
+    prefetch = Prefetch(make, Rules(), time.monotonic() + 60, max_bytes=BIG, max_files=10)
+    prefetch.start([tmp_path], ["no placeholder"])
+    prefetch.wait()
+    assert made == []
+    backend = prefetch.factory()()
+    backend.login()
+    assert backend.read(SecretRef("kv/data/app")) == {"password": "prefetched-value-Qx9"}
+    assert len(made) == 1
+    prefetch.close()
