@@ -624,7 +624,7 @@ def _run_directory(
                 MAX_TEMPLATE_MEMORY_SETTING,
                 DEFAULT_MAX_TEMPLATE_MEMORY,
             ),
-            before_renderer=prefetch.start if prefetch is not None else None,
+            renderer_started=prefetch.start if prefetch is not None else None,
         )
         try:
             result = pipeline.render(Path(args.path), context)

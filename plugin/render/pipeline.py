@@ -68,11 +68,11 @@ class RenderContext:
 
     #: Address-space budget of the forked Jinja2 child (`PLUGIN_MAX_TEMPLATE_MEMORY`).
     template_memory: int = isolated.DEFAULT_MAX_TEMPLATE_MEMORY
-    #: Called once right before `helm template` or `kustomize build` starts (not with
+    #: Called once `helm template` or `kustomize build` has started (not with
     #: RESOLVE_VALUES, whose reads happen before Helm anyway), with the files and directories
     #: the renderer will read and the texts it gets from memory: the secrets prefetch
     #: (`plugin.placeholders.prefetch`) reads their placeholders' paths while it runs.
-    before_renderer: Callable[[list[Path], list[str]], None] | None = None
+    renderer_started: Callable[[list[Path], list[str]], None] | None = None
 
     def limits_for_copy(self) -> CopyLimits:
         return dataclasses.replace(self.copy_limits, deadline=self.deadline)
@@ -314,8 +314,6 @@ def _kustomize(
         programs=[base[0], helm_bin],
         connect_ports=None if with_helm else kustomize.remote_ports(ctx.environ),
     )
-    if ctx.before_renderer is not None:
-        ctx.before_renderer(list(roots), [])
     done = run(
         argv,
         stage="kustomize build",
@@ -325,6 +323,7 @@ def _kustomize(
         redactor=ctx.redactor,
         max_output=ctx.max_input,
         confinement=confinement,
+        on_start=_announce(ctx, roots, []),
     )
     text = done.stdout.decode("utf-8", "replace")
     return RenderResult(
@@ -409,12 +408,6 @@ def _helm(
             staging.in_memory(text, origin)
             for text, (origin, _) in zip(inline_texts, inline_data, strict=True)
         ]
-        if ctx.before_renderer is not None and ctx.reads is None:
-            # Staged values first (they hold most placeholders), then the chart itself.
-            ctx.before_renderer(
-                [staging.directory, work],
-                [*inline_texts, *request.helm_parameters.values()],
-            )
         done = _helm_template(
             helm_bin=helm_bin,
             work=work,
@@ -425,6 +418,14 @@ def _helm(
             set_files=set_files,
             staging=staging,
             ctx=ctx,
+            # Staged values first (they hold most placeholders), then the chart itself.
+            on_start=_announce(
+                ctx,
+                [staging.directory, work],
+                [*inline_texts, *request.helm_parameters.values()],
+            )
+            if ctx.reads is None
+            else None,
         )
     timings["helm template"] = done.seconds
     text = done.stdout.decode("utf-8", "replace")
@@ -493,6 +494,7 @@ def _helm_template(
     set_files: list[tuple[str, StagedFile]],
     staging: Staging,
     ctx: RenderContext,
+    on_start: Callable[[], None] | None = None,
 ) -> Completed:
     """`helm template` itself: flags in Argo CD's order, files only as staged copies and memory
     files, confined (no network: dependencies are already in the work copy; nothing from the
@@ -533,7 +535,16 @@ def _helm_template(
         pass_fds=staging.fds,
         # Secrets in the values: Helm's messages may echo parts of them, show locations only.
         withhold_messages=ctx.reads is not None and bool(ctx.reads.results),
+        on_start=on_start,
     )
+
+
+def _announce(ctx: RenderContext, roots: list[Path], texts: list[str]) -> Callable[[], None] | None:
+    """What `run` calls once the renderer started: `ctx.renderer_started` with its inputs."""
+    hook = ctx.renderer_started
+    if hook is None:
+        return None
+    return lambda: hook(roots, texts)
 
 
 def _resolve_values_phase(

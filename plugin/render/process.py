@@ -36,7 +36,7 @@ import subprocess
 import termios
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -420,6 +420,7 @@ def run(
     confinement: Confinement | None = None,
     pass_fds: Sequence[int] = (),
     withhold_messages: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> Completed:
     """Run one renderer command; raise RenderError (or StageTimeoutError) naming `stage` on failure.
 
@@ -428,6 +429,10 @@ def run(
     (`location_only`). At most
     `max_output` bytes of stdout are accepted (the child is killed beyond that) and only the
     last `_STDERR_KEEP` bytes of stderr are kept, so a runaway child cannot exhaust memory.
+
+    `on_start` is called once the child exists, before waiting for it: work meant to overlap
+    with the child (the secrets prefetch) starts there, so it neither delays the child's start
+    nor has threads running while the process forks.
     """
     deadline.check(stage)
     started = time.monotonic()
@@ -468,6 +473,8 @@ def run(
         _children.add(proc)
         _started[proc.pid] = since
     try:
+        if on_start is not None:
+            on_start()
         try:
             out, err = _communicate(proc, stdin_data, deadline, max_output)
         except subprocess.TimeoutExpired:

@@ -100,13 +100,7 @@ def test_reads_reach_vault_while_helm_is_still_running(
     source = chart(tmp_path / "chart", {"password": f"<path:{KV}/data/{team}/app#password>"})
     marker = unique("slow-helm-")
     flag = tmp_path / "flag"
-    wrapper = tmp_path / marker
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f"i=0; while [ ! -e {flag} ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done\n"
-        f'exec {helm3_bin} "$@"\n'
-    )
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    wrapper = waiting_helm(tmp_path / marker, flag, helm3_bin)
     seen: list[bool] = []
 
     def plan(method: str, path: str) -> None:
@@ -125,6 +119,17 @@ def test_reads_reach_vault_while_helm_is_still_running(
     seen.clear()
     assert_succeeded(plugin.generate(source, PLUGIN_PREFETCH="false"), CANARY)
     assert seen == [False]
+
+
+def waiting_helm(path: Path, flag: Path, helm: str) -> Path:
+    """A Helm that waits (at most 20 s) for `flag` to exist before running the real one."""
+    path.write_text(
+        "#!/bin/sh\n"
+        f"i=0; while [ ! -e {flag} ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done\n"
+        f'exec {helm} "$@"\n'
+    )
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
 
 
 def _running(marker: str) -> bool:
@@ -265,3 +270,29 @@ def test_kustomize_bases_are_read_ahead_and_only_the_output_is_recorded(
     without = plugin.generate(repo / "overlay", PLUGIN_PREFETCH="false")
     assert with_prefetch.stdout == without.stdout
     assert reads_of(proxy, team) == [f"/v1/{KV}/data/{team}/app"]
+
+
+def test_a_failed_render_does_not_wait_for_the_prefetch_and_prints_nothing(
+    api: RootAPI, openbao: OpenBao, proxy: FaultProxy, helm3_bin: str, tmp_path: Path
+) -> None:
+    """The prefetch's read hangs at the proxy (15 s) and only then may Helm run, and fail: the
+    render fails with Helm's error without waiting for the read (this test allows 10 s),
+    nothing on stdout."""
+    team = unique("fail-")
+    api("POST", f"{KV}/data/{team}/app", {"data": {"password": CANARY}})
+    source = chart(tmp_path / "chart", {"password": f"<path:{KV}/data/{team}/app#password>"})
+    (source / "templates" / "boom.yaml").write_text('{{ fail "the chart refuses" }}\n')
+    flag = tmp_path / "flag"
+
+    def plan(method: str, path: str) -> tuple[str, float] | None:
+        if path.startswith(f"/v1/{KV}/data/{team}/"):
+            flag.touch()
+            return ("delay", 15)
+        return None
+
+    proxy.plan = plan
+    helm = waiting_helm(tmp_path / "helm", flag, helm3_bin)
+    plugin = sidecar(tmp_path, proxy, openbao, str(helm), PLUGIN_SANDBOX="off")
+    run = plugin.generate(source, timeout=10)
+    assert_failed_cleanly(run, [CANARY], "the chart refuses")
+    assert flag.exists()  # the read had been sent when Helm ran
