@@ -1,0 +1,172 @@
+"""W2 as the zygote's worker runs it: preload once, fork one process per render.
+
+`bench_avp.py` measures whole commands (client, zygote, worker, exit), so on a shared machine
+a change of a few milliseconds inside the worker drowns in the noise. This benchmark forks
+workers from one preloaded process (`plugin.serve.server.preload()`, as `plugin serve` does)
+and alternates two variants render by render, so that each pair ran under the same load:
+
+- wall time of `plugin.cli.main(["generate", "."])` in the worker;
+- CPU time of the worker and its children (helm), from `getrusage`;
+- with `--profile`, a cProfile of the worker's main thread (summed over the renders);
+- with `--timeline`, the worker's `--verbose` log with milliseconds since the fork.
+
+The variants differ by environment: by default `PLUGIN_PREFETCH=true` against `false`
+(`--variant NAME=VALUE` to compare another setting). OpenBao is a real dev server on loopback.
+
+    HELM_BIN=... BAO_BIN=... .venv/bin/python bench/bench_worker.py [--renders 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import os
+import pstats
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.bench_avp import w2  # noqa: E402
+from tests.conftest import OpenBao, find_tool  # noqa: E402
+from tests.integration.test_vault_support import RootAPI  # noqa: E402
+
+
+def render(chart: Path, env: dict[str, str], profile: Path | None, log: Path | None) -> str:
+    """Fork a worker that renders `chart` once; returns "status wall cpu"."""
+    from plugin import cli
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker
+        os.close(read_end)
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(chart)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        argv = ["generate", "."]
+        if log is not None:
+            import logging
+
+            since = time.time()
+            plain = logging.Formatter.format
+
+            def stamped(self: logging.Formatter, record: logging.LogRecord) -> str:
+                took = (record.created - since) * 1000
+                return f"{took:6.1f} ms [{record.threadName}] {plain(self, record)}"
+
+            logging.Formatter.format = stamped  # type: ignore[method-assign]
+            os.dup2(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
+            argv = ["generate", "--verbose", "."]
+        profiler = cProfile.Profile() if profile is not None else None
+        started = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
+        code = cli.main(argv)
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        wall = time.perf_counter() - started
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+        os.write(write_end, f"{code} {wall} {cpu}".encode())
+        os._exit(0)
+    os.close(write_end)
+    answer = os.read(read_end, 200).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    return answer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--renders", type=int, default=40, help="renders per variant")
+    parser.add_argument("--variant", default="PLUGIN_PREFETCH=false")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--timeline", action="store_true")
+    args = parser.parse_args()
+    name, _, value = args.variant.partition("=")
+    helm = os.environ.get("HELM_BIN") or find_tool("helm3")
+    bao = find_tool("bao")
+    if not helm or not bao:
+        raise SystemExit("needs HELM_BIN and BAO_BIN")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        server = OpenBao(bao, root)
+        server.start()
+        try:
+            chart = w2(root, RootAPI(server.addr, server.root_token))
+            (root / "home").mkdir(exist_ok=True)
+            base = {
+                "PATH": os.environ["PATH"],
+                "HOME": str(root / "home"),
+                "LANG": "C.UTF-8",
+                "AVP_TYPE": "vault",
+                "AVP_AUTH_TYPE": "token",
+                "VAULT_ADDR": server.addr,
+                "VAULT_TOKEN": server.root_token,
+                "PLUGIN_CACHE_DIR": str(root / "cache"),
+                "HELM_BIN": helm,
+                "ARGOCD_APP_NAME": "bench",
+                "ARGOCD_APP_NAMESPACE": "bench",
+            }
+            variants = {"default": base, args.variant: {**base, name: value}}
+            from plugin import cli
+            from plugin.serve import server as zygote
+
+            zygote.preload()
+            cli.warm_up()
+            gc.freeze()
+            for env in variants.values():  # warm-up: page cache, token lookup, OpenBao
+                render(chart, env, None, None)
+            walls: dict[str, list[float]] = {label: [] for label in variants}
+            cpus: dict[str, list[float]] = {label: [] for label in variants}
+            profiles: dict[str, list[str]] = {label: [] for label in variants}
+            for number in range(args.renders):
+                order = list(variants) if number % 2 == 0 else list(variants)[::-1]
+                for label in order:
+                    profile = root / f"{len(profiles[label])}-{label}.prof"
+                    log = root / f"{label}.log" if args.timeline and number == 0 else None
+                    code, wall, cpu = render(
+                        chart, variants[label], profile if args.profile else None, log
+                    ).split()
+                    if code != "0":
+                        raise SystemExit(f"{label}: exit status {code}")
+                    walls[label].append(float(wall))
+                    cpus[label].append(float(cpu))
+                    if args.profile:
+                        profiles[label].append(str(profile))
+                    if log is not None:
+                        print(f"# timeline, {label}:\n{log.read_text()}")
+            first, second = variants
+            ratios = [a / b for a, b in zip(walls[first], walls[second], strict=True)]
+            for label in variants:
+                print(
+                    f"{label}: wall median {statistics.median(walls[label]) * 1000:.1f} ms, "
+                    f"CPU (worker + helm) median {statistics.median(cpus[label]) * 1000:.1f} ms"
+                )
+            print(
+                f"{first} / {args.variant}: median of {len(ratios)} paired ratios "
+                f"{statistics.median(ratios):.3f}; load average {os.getloadavg()[0]:.1f}"
+            )
+            if args.profile:
+                for label in variants:
+                    text = io.StringIO()
+                    stats = pstats.Stats(*profiles[label], stream=text)
+                    stats.sort_stats("cumulative").print_stats(40)
+                    print(f"# profile, {label} (main thread, {args.renders} renders)")
+                    print(text.getvalue())
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
