@@ -200,7 +200,8 @@ def _fetch(refs: set[SecretRef], options: EngineOptions, make_backend: BackendFa
         backend.login()
         log.debug("backend ready in %.3f s", time.monotonic() - started)
         results = fetch_all(backend, refs, options.deadline)
-        remember_values(results, options.rules)
+        registered = getattr(backend, "registered", None)
+        remember_values(results, options.rules, registered if callable(registered) else None)
         if options.explain_denials:
             _explain_denials(backend, results)
         return results
@@ -208,13 +209,21 @@ def _fetch(refs: set[SecretRef], options: EngineOptions, make_backend: BackendFa
         backend.close()
 
 
-def remember_values(results: Results, rules: Rules) -> None:
-    """Teach the run's redactor every value just fetched (before anything can print it)."""
+def remember_values(
+    results: Results, rules: Rules, registered: Callable[[SecretRef], bool] | None = None
+) -> None:
+    """Teach the run's redactor every value just fetched (before anything can print it).
+
+    `registered` (a backend's optional capability) names reads whose data the redactor has
+    already learnt (the prefetch registers what it reads as it arrives): learning a map again
+    costs as much as the first time, on the path between the renderer and the output.
+    """
     if rules.redactor is None:
         return
-    for data in results.values():
-        if not isinstance(data, BackendError):
-            rules.redactor.add_secret(dict(data))
+    for ref, data in results.items():
+        if isinstance(data, BackendError) or (registered is not None and registered(ref)):
+            continue
+        rules.redactor.add_secret(dict(data))
 
 
 def _explain_denials(backend: Backend, results: Results) -> None:

@@ -310,6 +310,11 @@ class _PrefetchedBackend:
         assert self._inner is not None
         return self._inner.read(ref)
 
+    def registered(self, ref: SecretRef) -> bool:
+        """Whether `read(ref)` answers data the run's redactor learnt when it arrived."""
+        known = self._prefetch.results.get(ref)
+        return known is not None and not isinstance(known, BackendError)
+
     def close(self) -> None:
         """The session is closed by the `Prefetch` that owns it, once."""
 

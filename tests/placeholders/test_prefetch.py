@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 
 from plugin.errors import MissingPathError
+from plugin.manifests.inputs import InputStream
+from plugin.placeholders import engine
 from plugin.placeholders.prefetch import MAX_PREFETCHED_PATHS, Prefetch, scan_sources
 from plugin.placeholders.substitute import Rules
 from plugin.rotation.index import Recorder
@@ -119,4 +121,34 @@ def test_nothing_prefetched_nothing_made_until_the_engine_asks(tmp_path: Path) -
     backend.login()
     assert backend.read(SecretRef("kv/data/app")) == {"password": "prefetched-value-Qx9"}
     assert len(made) == 1
+    prefetch.close()
+
+
+class CountingRedactor(Redactor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.maps: list[dict[str, object]] = []
+
+    def add_secret(self, value: object) -> None:
+        if isinstance(value, dict):
+            self.maps.append(value)
+        super().add_secret(value)
+
+
+def test_the_engine_does_not_register_prefetched_values_again(tmp_path: Path) -> None:
+    """The prefetch registered them as they arrived; the engine registers only what it read."""
+    redactor = CountingRedactor()
+    rules = Rules(redactor=redactor)
+    prefetch = Prefetch(
+        lambda: file_store(tmp_path), rules, time.monotonic() + 60, max_bytes=BIG, max_files=10
+    )
+    prefetch.start([], ["<path:kv/data/app#password>"])
+    text = (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n"
+        "  a: <path:kv/data/app#password>\n  b: <path:kv/data/gone#k | default x>\n"
+    )
+    documents = engine.load([InputStream("t", text)], skip_non_manifests=False)
+    outcome = engine.resolve(documents, engine.EngineOptions(rules=rules), prefetch.factory())
+    assert not outcome.failures
+    assert redactor.maps == [{"password": "prefetched-value-Qx9"}]
     prefetch.close()
