@@ -200,8 +200,8 @@ def _fetch(refs: set[SecretRef], options: EngineOptions, make_backend: BackendFa
         backend.login()
         log.debug("backend ready in %.3f s", time.monotonic() - started)
         results = fetch_all(backend, refs, options.deadline)
-        registered = getattr(backend, "registered", None)
-        remember_values(results, options.rules, registered if callable(registered) else None)
+        prefetched = getattr(backend, "prefetched", None)
+        remember_values(results, options.rules, prefetched if callable(prefetched) else None)
         if options.explain_denials:
             _explain_denials(backend, results)
         return results
@@ -214,7 +214,7 @@ def remember_values(
 ) -> None:
     """Teach the run's redactor every value just fetched (before anything can print it).
 
-    `registered` (a backend's optional capability) names reads whose data the redactor has
+    `registered` (a backend's optional `prefetched`) names reads whose data the redactor has
     already learnt (the prefetch registers what it reads as it arrives): learning a map again
     costs as much as the first time, on the path between the renderer and the output.
     """

@@ -310,8 +310,10 @@ class _PrefetchedBackend:
         assert self._inner is not None
         return self._inner.read(ref)
 
-    def registered(self, ref: SecretRef) -> bool:
-        """Whether `read(ref)` answers data the run's redactor learnt when it arrived."""
+    def prefetched(self, ref: SecretRef) -> bool:
+        """Whether `read(ref)` answers from memory (no request, no wait) data that the run's
+        redactor learnt when it arrived (`fetch_all` reads it without a thread, the engine
+        does not register it again)."""
         known = self._prefetch.results.get(ref)
         return known is not None and not isinstance(known, BackendError)
 

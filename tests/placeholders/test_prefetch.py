@@ -6,6 +6,7 @@ Timing and the Vault backend are covered by tests/integration/test_prefetch_vaul
 from __future__ import annotations
 
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from plugin.placeholders import engine
 from plugin.placeholders.prefetch import MAX_PREFETCHED_PATHS, Prefetch, scan_sources
 from plugin.placeholders.substitute import Rules
 from plugin.rotation.index import Recorder
-from plugin.secrets.base import SecretRef
+from plugin.secrets.base import SecretData, SecretRef
+from plugin.secrets.fetch import fetch_all
 from plugin.secrets.file import FileBackend
 from plugin.security.redact import Redactor
 
@@ -151,4 +153,30 @@ def test_the_engine_does_not_register_prefetched_values_again(tmp_path: Path) ->
     outcome = engine.resolve(documents, engine.EngineOptions(rules=rules), prefetch.factory())
     assert not outcome.failures
     assert redactor.maps == [{"password": "prefetched-value-Qx9"}]
+    prefetch.close()
+
+
+def test_prefetched_reads_are_answered_in_the_callers_thread(tmp_path: Path) -> None:
+    """`fetch_all` starts no thread for what is in memory; the rest is read as before."""
+    prefetch = Prefetch(
+        lambda: file_store(tmp_path), Rules(), time.monotonic() + 60, max_bytes=BIG, max_files=10
+    )
+    prefetch.start([], ["<path:kv/data/app#password>"])
+    view = prefetch.factory()()
+    view.login()
+    threads: dict[SecretRef, str] = {}
+    plain_read = view.read
+
+    def read(ref: SecretRef) -> SecretData:
+        threads[ref] = threading.current_thread().name
+        return plain_read(ref)
+
+    view.read = read  # type: ignore[method-assign]
+    results = fetch_all(
+        view, [SecretRef("kv/data/app"), SecretRef("kv/data/gone")], time.monotonic() + 60
+    )
+    assert results[SecretRef("kv/data/app")] == {"password": "prefetched-value-Qx9"}
+    assert isinstance(results[SecretRef("kv/data/gone")], MissingPathError)
+    assert threads[SecretRef("kv/data/app")] == threading.current_thread().name
+    assert threads[SecretRef("kv/data/gone")].startswith("fetch-")
     prefetch.close()
