@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--variant", default="PLUGIN_PREFETCH=false")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--timeline", action="store_true")
+    parser.add_argument("--focus", default="", help="with --profile: only functions matching")
     args = parser.parse_args()
     name, _, value = args.variant.partition("=")
     helm = os.environ.get("HELM_BIN") or find_tool("helm3")
@@ -161,7 +162,11 @@ def main() -> None:
                 for label in variants:
                     text = io.StringIO()
                     stats = pstats.Stats(*profiles[label], stream=text)
-                    stats.sort_stats("cumulative").print_stats(40)
+                    stats.sort_stats("cumulative")
+                    if args.focus:
+                        stats.print_stats(args.focus, 60)
+                    else:
+                        stats.print_stats(40)
                     print(f"# profile, {label} (main thread, {args.renders} renders)")
                     print(text.getvalue())
         finally:

@@ -40,7 +40,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,11 @@ def fingerprint(key: bytes, data: SecretData) -> str:
 # ------------------------------------------------------------------ records
 
 
+def _fields_of(instance: Any) -> dict[str, Any]:
+    """A dataclass's fields as a shallow dict (their values are strings, numbers or None)."""
+    return {item.name: getattr(instance, item.name) for item in fields(instance)}
+
+
 @dataclass(frozen=True)
 class Reference:
     """One secret reference an Application resolved (never its value)."""
@@ -237,9 +242,11 @@ class Record:
     format: int = FORMAT
 
     def to_json(self) -> str:
-        body = asdict(self)
+        # Field by field, not `asdict`: that deep-copies every value through its recursive
+        # walk (twice for the references), on the path of every render before it exits.
+        body = _fields_of(self)
         body["identity"] = dict(self.identity)
-        body["references"] = [asdict(reference) for reference in self.references]
+        body["references"] = [_fields_of(reference) for reference in self.references]
         return json.dumps(body, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
     @classmethod
