@@ -142,12 +142,16 @@ def _read_text(path: Path, budget: int) -> bytes | None:
         if not _is_regular(status.st_mode) or status.st_size > budget:
             return None
         with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(budget + 1)
+            # The head first: a packed chart of dependencies is not read through.
+            data = handle.read(min(_BINARY_PROBE, budget + 1))
+            if b"\0" in data:
+                return None
+            data += handle.read(budget + 1 - len(data))
     except OSError:
         return None
     finally:
         os.close(fd)
-    if len(data) > budget or b"\0" in data[:_BINARY_PROBE]:
+    if len(data) > budget:
         return None
     return data
 

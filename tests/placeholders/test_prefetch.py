@@ -180,3 +180,12 @@ def test_prefetched_reads_are_answered_in_the_callers_thread(tmp_path: Path) -> 
     assert threads[SecretRef("kv/data/app")] == threading.current_thread().name
     assert threads[SecretRef("kv/data/gone")].startswith("fetch-")
     prefetch.close()
+
+
+def test_binary_files_are_told_by_their_first_8_kib(tmp_path: Path) -> None:
+    """A NUL in the first 8 KiB skips the file (without reading the rest); a NUL after it
+    does not (the same rule as before the head was read on its own)."""
+    (tmp_path / "chart.tgz").write_bytes(b"\x1f\x8b\0" + b"x" * 100_000 + b"<path:kv/data/p#k>")
+    (tmp_path / "late-nul.yaml").write_bytes(b"a: <path:kv/data/q#k>\n" + b"x" * 9000 + b"\0")
+    refs = scan_sources([tmp_path], [], Rules(), max_bytes=BIG, max_files=10)
+    assert refs == [SecretRef("kv/data/q")]
