@@ -7,13 +7,22 @@ Workloads (issue 3):
 Each runs the real CLI (`python -m plugin generate -`) in a subprocess and
 reports wall time, MB/s and the child's peak RSS.
 
+`--w1-floor` instead pairs issue 14's W1 (10,000 ConfigMaps, 20,000 inline placeholders over
+200 paths, here with the file backend) with its "floor": a Python process that reads the
+same secrets file and input with PyYAML's libyaml loader (`load_all`) and writes them back
+with its libyaml dumper (`dump_all`). Each round runs both, in alternating order, so that
+the load of a shared machine falls on both alike; the figure is the median of the per-round
+ratios of CPU time (user + system, from `wait4`), with wall time beside it.
+
     .venv/bin/python bench/bench_engine.py [--repeat N]
+    .venv/bin/python bench/bench_engine.py --w1-floor [--repeat N]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -125,10 +134,89 @@ def report(name: str, text: str, secrets: str, repeat: int) -> None:
     )
 
 
+def workload_w1(documents: int = 10_000, paths: int = 200) -> tuple[str, str]:
+    """bench_avp.py's W1 (two inline placeholders per ConfigMap), for the file backend."""
+    secrets = "".join(
+        f"kv/data/w1/p{p:03d}:\n" + "".join(f"  key{k}: v{p}-{k}\n" for k in range(5))
+        for p in range(paths)
+    )
+    docs = []
+    for i in range(documents):
+        a, b = (2 * i) % paths, (2 * i + 1) % paths
+        docs.append(
+            f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\ndata:\n"
+            f"  a: <path:kv/data/w1/p{a:03d}#key{i % 5}>\n"
+            f"  b: <path:kv/data/w1/p{b:03d}#key{(i + 1) % 5}>\n"
+        )
+    return "---\n".join(docs), secrets
+
+
+# The floor: the secrets read and the input loaded and dumped by libyaml, nothing else.
+FLOOR = """
+import sys, yaml
+with open(sys.argv[1]) as f:
+    yaml.load(f, Loader=yaml.CSafeLoader)
+yaml.dump_all(yaml.load_all(sys.stdin, Loader=yaml.CSafeLoader), sys.stdout,
+              Dumper=yaml.CSafeDumper)
+"""
+
+
+def timed(argv: list[str], stdin_path: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one child reading `stdin_path`."""
+    with stdin_path.open("rb") as stdin:
+        started = time.perf_counter()
+        child = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, env=env, cwd=REPO)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv[:4]} failed with status {status}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def w1_floor(repeat: int) -> None:
+    """Paired rounds of the floor and `plugin generate -` on W1; prints medians and ratios."""
+    text, secrets = workload_w1()
+    with tempfile.TemporaryDirectory() as tmp:
+        secrets_file = Path(tmp) / "secrets.yaml"
+        secrets_file.write_text(secrets)
+        input_file = Path(tmp) / "w1.yaml"
+        input_file.write_text(text)
+        env = {**os.environ, "AVP_TYPE": "file", "AVP_FILE_PATH": str(secrets_file)}
+        floor = [sys.executable, "-c", FLOOR, str(secrets_file)]
+        plugin = [sys.executable, "-m", "plugin", "generate", "-"]
+        rows: list[tuple[float, float, float, float]] = []
+        for round_ in range(repeat):
+            if round_ % 2:
+                plugin_wall, plugin_cpu = timed(plugin, input_file, env)
+                floor_wall, floor_cpu = timed(floor, input_file, env)
+            else:
+                floor_wall, floor_cpu = timed(floor, input_file, env)
+                plugin_wall, plugin_cpu = timed(plugin, input_file, env)
+            rows.append((floor_wall, floor_cpu, plugin_wall, plugin_cpu))
+            print(
+                f"round {round_ + 1}: floor {floor_cpu:.3f} s CPU ({floor_wall:.3f} s wall), "
+                f"plugin {plugin_cpu:.3f} s CPU ({plugin_wall:.3f} s wall), "
+                f"ratio {plugin_cpu / floor_cpu:.2f} CPU, {plugin_wall / floor_wall:.2f} wall"
+            )
+    median = statistics.median
+    print(
+        f"W1 (file backend), {repeat} paired rounds, load average "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}: "
+        f"floor {median(r[1] for r in rows):.3f} s CPU, "
+        f"plugin {median(r[3] for r in rows):.3f} s CPU; plugin / floor = "
+        f"{median(r[3] / r[1] for r in rows):.2f} (CPU), "
+        f"{median(r[2] / r[0] for r in rows):.2f} (wall)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--w1-floor", action="store_true", help="W1 against its PyYAML floor")
     args = parser.parse_args()
+    if args.w1_floor:
+        w1_floor(args.repeat)
+        return
     report("(a) 50 MB, no placeholders", workload_plain(50_000_000), "", args.repeat)
     text, secrets = workload_placeholders(10_000, 200)
     report("(b) 10,000 docs, 20,000 placeholders, 200 paths", text, secrets, args.repeat)
