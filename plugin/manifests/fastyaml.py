@@ -114,6 +114,12 @@ def _scalar_text(value: Any) -> str:
     return text
 
 
+def single_line(value: str) -> str | None:
+    """How this writer spells `value` as a one-line scalar (plain, else double-quoted), or
+    None when it would not write it itself (multi-line, non-ASCII or control characters)."""
+    return _string_text(value)
+
+
 @functools.lru_cache(maxsize=16384)
 def _string_text(value: str) -> str | None:
     """Keys and values repeat across manifests: decide each spelling once."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from plugin.errors import InputError
 from plugin.manifests.inputs import MAX_INPUT_SETTING, InputStream, format_size
+from plugin.manifests.splice import Scan
 
 if TYPE_CHECKING:
     import yaml
@@ -56,10 +57,13 @@ class RawDocument:
 
 @dataclass
 class Document:
-    """A document ready for the engine: parsed (`content`) or passed through (`content` None)."""
+    """A document ready for the engine: parsed (`content`), scanned for in-place changes
+    (`scan`, `content` None), or passed through (both None)."""
 
     raw: RawDocument
     content: dict[str, Any] | None
+    #: libyaml's events read without constructing the document (`manifests.splice`).
+    scan: Scan | None = None
     #: `where()` as it was when the document was read: substituting a placeholder in
     #: `metadata.name` must never put a secret value into later messages.
     _where: str = field(default="", init=False, repr=False, compare=False)
@@ -70,17 +74,21 @@ class Document:
     @property
     def kind(self) -> str:
         if self.content is None:
-            return ""
+            return (self.scan.kind or "") if self.scan is not None else ""
         kind = self.content.get("kind")
         return kind if isinstance(kind, str) else ""
 
     @property
     def label(self) -> str:
         """`kind/name` as users know the object."""
-        if self.content is None:
+        name: Any
+        if self.content is not None:
+            metadata = self.content.get("metadata")
+            name = metadata.get("name") if isinstance(metadata, Mapping) else None
+        elif self.scan is not None:
+            name = self.scan.name
+        else:
             return f"document {self.raw.index}"
-        metadata = self.content.get("metadata")
-        name = metadata.get("name") if isinstance(metadata, Mapping) else None
         return f"{self.kind}/{name}" if isinstance(name, str) and name else self.kind
 
     def where(self) -> str:
@@ -321,6 +329,17 @@ def needs_parsing(raw: RawDocument) -> bool:
         return True
     kind = _TOP_LEVEL_KIND.search(text)
     return kind is None or kind.group(1) in _SECRET_SPELLINGS
+
+
+def may_splice(raw: RawDocument) -> bool:
+    """False for documents that certainly need constructing: JSON (rewritten as YAML), a
+    Secret (base64 templates) or any `avp.kubernetes.io/` text (annotations). The rest is
+    decided on the document's parser events (`manifests.splice`, `placeholders.substitute`).
+    """
+    if raw.is_json or "avp.kubernetes.io/" in raw.text:
+        return False
+    kind = _TOP_LEVEL_KIND.search(raw.text)
+    return kind is None or kind.group(1) not in _SECRET_SPELLINGS
 
 
 MAX_FLOW_DEPTH = 256

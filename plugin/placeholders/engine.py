@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from plugin.errors import BackendError, DeadlineError, InputError, PluginError
-from plugin.manifests import reader
+from plugin.manifests import reader, splice
 from plugin.manifests.inputs import MAX_PARSED_DOCUMENT, InputStream, format_size
 from plugin.manifests.reader import Document
-from plugin.placeholders.substitute import Job, Memo, Rules, Site, plan, substitute
+from plugin.manifests.splice import Scan
+from plugin.placeholders.substitute import Job, Memo, Rules, Site, plan, spliceable, substitute
 from plugin.secrets.base import Backend, SecretRef
 from plugin.secrets.fetch import Results, fetch_all
 
@@ -98,7 +99,9 @@ def load(
     """Split and (where needed) parse every stream; all input errors are reported together.
 
     A document that needs no parsing is kept as its text only (a `str`, copied to the output
-    as it is): a large render costs its text and little more.
+    as it is): a large render costs its text and little more. One whose placeholders can be
+    resolved in its text (`substitute.spliceable`) is only scanned (`Document.scan`), the
+    rest is constructed (`Document.content`).
     """
     documents: list[Document | str] = []
     problems: list[str] = []
@@ -122,13 +125,20 @@ def load(
                 slots.append(raw)
                 to_parse.append(raw)
             parsed: dict[int, Any] = {}
+            scanned: dict[int, Scan] = {}
             for first in range(0, len(to_parse), _PARSE_BATCH):
                 check_deadline(deadline, f"parsing {stream.name} (document {first + 1})")
                 batch = to_parse[first : first + _PARSE_BATCH]
+                scanned.update(_scan(batch))
+                batch = [raw for raw in batch if id(raw) not in scanned]
                 parsed.update(zip(map(id, batch), reader.parse_many(batch), strict=True))
             for slot in slots:
                 if isinstance(slot, str):
                     documents.append(slot)
+                    continue
+                scan = scanned.get(id(slot))
+                if scan is not None:
+                    documents.append(Document(slot, None, scan))
                     continue
                 document = _checked_document(slot, parsed[id(slot)], skip_non_manifests)
                 if document is not None:
@@ -138,6 +148,21 @@ def load(
     if problems:
         raise InputError("\n".join(problems))
     return documents
+
+
+def _scan(batch: list[reader.RawDocument]) -> dict[int, Scan]:
+    """The documents of `batch` that can be resolved in their text, by `id` of the raw."""
+    if not splice.available():
+        return {}
+    candidates = [raw for raw in batch if reader.may_splice(raw)]
+    for raw in candidates:
+        reader.check_nesting(raw)  # before libyaml sees it
+    scans = splice.scan_many([raw.text for raw in candidates])
+    return {
+        id(raw): scan
+        for raw, scan in zip(candidates, scans, strict=True)
+        if scan is not None and spliceable(scan)
+    }
 
 
 def _checked_document(
@@ -164,7 +189,7 @@ def resolve(
     for number, document in enumerate(documents):
         if number % _DEADLINE_EVERY == 0:
             check_deadline(options.deadline, f"looking for placeholders (document {number + 1})")
-        if not isinstance(document, str) and document.content is not None:
+        if not isinstance(document, str):
             with _depth_guard(document):
                 jobs.append(plan(document, options.rules))
     refs: set[SecretRef] = set().union(*(job.refs for job in jobs)) if jobs else set()
@@ -258,20 +283,55 @@ def write(outcome: Outcome, out: TextIO) -> None:
 
 def _texts(outcome: Outcome) -> list[str]:
     """Each document's output text, ending with a line break."""
-    touched = {id(job.document) for job in outcome.jobs if job.changed}
+    touched = {id(job.document): job for job in outcome.jobs if job.changed}
     if touched:  # PyYAML is loaded only when a document changed (the others are copied)
         from plugin.manifests.yamlio import dump
     parts: list[str] = []
     for document in outcome.documents:
         if isinstance(document, str):
             text = document
-        elif document.content is None or id(document) not in touched:
+        elif id(document) not in touched:
             text = document.raw.text
+        elif document.content is None:
+            text = _spliced(touched[id(document)])
         else:
             with _depth_guard(document):
                 text = dump(document.content)
         parts.append(text if text.endswith("\n") else text + "\n")
     return parts
+
+
+def _spliced(job: Job) -> str:
+    """A scanned document's text with its new values in place of the changed scalars.
+
+    When one of them cannot be written as a scalar in place (a map, a list or a float a
+    modifier or the store gave), the document is constructed after all, the same values are
+    set at the same paths, and it is written as every constructed document is.
+    """
+    document = job.document
+    edits = [
+        (scalar, value)
+        for scalar, value in zip(job.spliced, job.spliced_values, strict=True)
+        if not (isinstance(value, str) and value == scalar.value)
+    ]
+    text = splice.splice(document.raw.text, edits)
+    if text is not None:
+        return text
+    from plugin.manifests.yamlio import dump
+
+    content = reader.parse(document.raw)
+    for scalar, value in zip(job.spliced, job.spliced_values, strict=True):
+        _put(content, scalar.path, value)
+    with _depth_guard(document):
+        return dump(content)
+
+
+def _put(content: Any, path: tuple[str | int, ...], value: Any) -> None:
+    """Set the value at `path` (a scan's path: text keys, no aliases, no duplicate keys)."""
+    node = content
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
 
 
 def generate(

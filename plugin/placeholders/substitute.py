@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 from plugin.errors import BackendError, MissingPathError, ModifierError
 from plugin.manifests.reader import Document
+from plugin.manifests.splice import BLOCK_STYLES, Scalar, Scan
 from plugin.placeholders import annotations as ann
 from plugin.placeholders import grammar, modifiers
 from plugin.placeholders.grammar import Placeholder
@@ -117,10 +118,15 @@ class Job:
     #: The strings the substitution pass visits, in document order; None when the whole
     #: document must be walked again (remove-missing, replace-keys).
     candidates: list[Candidate] | None = None
+    #: For a scanned document (`Document.scan`): the scalar of each candidate, whose new
+    #: value the substitution writes into `spliced_values` (the candidates' container).
+    spliced: list[Scalar] = field(default_factory=list)
+    spliced_values: list[Any] = field(default_factory=list)
 
     @property
     def skipped(self) -> bool:
-        return self.document.content is None or self.annotations.ignore
+        document = self.document
+        return (document.content is None and document.scan is None) or self.annotations.ignore
 
 
 def field_path(path: tuple[str | int, ...]) -> str:
@@ -164,8 +170,33 @@ def _denied(rules: Rules, path: str) -> str:
 # ---------------------------------------------------------------- planning
 
 
+def spliceable(scan: Scan) -> bool:
+    """Whether a scanned document can be resolved in its text (else it is constructed).
+
+    Only documents where a placeholder's result is one scalar in place of another: a
+    Kubernetes object (text `kind`) that is no Secret (base64 values are templates too), with
+    no `avp.kubernetes.io/` annotation (generic placeholders, ignore, kv-version, remove-missing
+    and replace-keys all need the structure), and no placeholder in a block scalar (`|`, `>`),
+    whose span this module does not rewrite.
+    """
+    if not scan.kind or scan.kind == SECRET:
+        return False
+    if any(key.startswith(ann.PREFIX) for key in scan.annotation_keys):
+        return False
+    return not any(
+        scalar.style in BLOCK_STYLES and _holds_placeholder(scalar.value) for scalar in scan.scalars
+    )
+
+
+def _holds_placeholder(value: str) -> bool:
+    """What the planning walk keeps of a string without the path annotation."""
+    return _OPENING in value or next(grammar.find(value, False), None) is not None
+
+
 def plan(document: Document, rules: Rules) -> Job:
     """Collect the distinct reads a document needs; check its annotations."""
+    if document.scan is not None and document.content is None:
+        return _plan_scanned(document, document.scan, rules)
     content = document.content
     job = Job(document, ann.read(content) if content is not None else ann.Annotations())
     if job.skipped or content is None:
@@ -194,7 +225,6 @@ def plan(document: Document, rules: Rules) -> Job:
                     _denied(rules, notes.path),
                 )
             )
-    uses_annotation = False
     if notes.remove_missing or notes.replace_keys:
         found_matches: Iterator[grammar.Match] = (
             match
@@ -206,17 +236,44 @@ def plan(document: Document, rules: Rules) -> Job:
         collector.walk_map(content, ())
         job.candidates = collector.candidates
         found_matches = (match for c in collector.candidates for match in c.matches)
-    for match in found_matches:
+    _add_refs(job, found_matches, rules)
+    return job
+
+
+def _plan_scanned(document: Document, scan: Scan, rules: Rules) -> Job:
+    """`plan` for a document `spliceable` accepted: its candidates are scalars of the text.
+
+    No annotation applies (`spliceable`), so only `<path:…>` placeholders count, and the
+    new values go to `Job.spliced_values` instead of a constructed document.
+    """
+    job = Job(document, ann.Annotations(), candidates=[])
+    assert job.candidates is not None
+    values = job.spliced_values
+    for scalar in scan.scalars:
+        value = scalar.value
+        matches = list(grammar.find(value, False))
+        if matches or _OPENING in value:
+            candidate = Candidate(values, len(values), scalar.path, value, False, matches)
+            job.candidates.append(candidate)
+            job.spliced.append(scalar)
+            values.append(value)
+    _add_refs(job, (match for c in job.candidates for match in c.matches), rules)
+    return job
+
+
+def _add_refs(job: Job, matches: Iterator[grammar.Match], rules: Rules) -> None:
+    """The reads the placeholders found need (those the rules allow)."""
+    uses_annotation = False
+    for match in matches:
         found = match.placeholder
         if found is None:
             continue
         if found.path is None:
             uses_annotation = True
         elif path_allowed(rules, found.path):
-            job.refs.add(SecretRef(found.path, found.version, notes.kv_version))
+            job.refs.add(SecretRef(found.path, found.version, job.annotations.kv_version))
     if uses_annotation and job.annotation_ref is not None:
         job.refs.add(job.annotation_ref)
-    return job
 
 
 class _Collector:
@@ -351,8 +408,9 @@ class _Substitution:
     def run(self) -> list[Site]:
         self.sites.extend(self.job.problems)
         content = self.job.document.content
-        if content is not None and not self.job.skipped:
+        if not self.job.skipped:
             if self.job.candidates is None:
+                assert content is not None
                 self._walk_map(content, ())
             else:
                 for candidate in self.job.candidates:

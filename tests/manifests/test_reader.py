@@ -247,7 +247,11 @@ def test_documents_copied_through_are_kept_as_their_text_only() -> None:
     documents = load([InputStream("s", "", iter([text]))], skip_non_manifests=False)
     assert documents[0] == "kind: A\nmetadata: {name: a}\n"
     assert not isinstance(documents[1], str)
-    assert documents[1].content == {"kind": "B", "x": "<path:kv/data/a#b>"}
+    # Its placeholder is a scalar value: only scanned, resolved in its text (manifests.splice).
+    assert documents[1].content is None
+    assert documents[1].scan is not None
+    scalars = documents[1].scan.scalars
+    assert [(s.path, s.value) for s in scalars] == [(("x",), "<path:kv/data/a#b>")]
 
 
 def test_write_gives_emit_piece_by_piece() -> None:

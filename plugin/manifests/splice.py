@@ -1,0 +1,326 @@
+"""Replacing a few scalars of a YAML document inside the document's own text.
+
+Most documents that hold placeholders are block YAML whose placeholders are scalar values
+(`password: <path:kv/data/app#password>`). Constructing such a document as Python objects and
+writing it out again costs most of a large render's time, and loses its comments and layout.
+`scan_many` reads documents with libyaml's parser events only (no Python object is built for
+the document) and reports every value scalar that holds a `<`, with the exact span of text
+it occupies; `splice` writes new values into those spans, each as one line of YAML that
+go-yaml v2 (Argo CD's reader) reads back as that value. Everything else stays byte for byte,
+so Go reads it exactly as it read the input.
+
+PyYAML is imported when a document is scanned or a value written, not with the module (a
+render whose documents are all copied through never loads it).
+
+`scan_many` gives None for a document outside the subset where one scalar can be replaced on
+its own and the rest of the text keeps its meaning: aliases, anchors, explicit tags,
+directives, a root that is not a mapping, keys that go-yaml v2 does not read as text (`1:`,
+`y:`, `~:`, merge keys `<<`, collections used as keys), duplicate keys, nesting deeper than
+the structural reader accepts, or text libyaml refuses. The caller then constructs the
+document as before (and reports any error from there).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from plugin.manifests import goresolve
+
+_JOIN = "\n---\n"  # as `reader.parse_many` joins a batch
+#: Deeper documents go to the structural reader, which reports what Python's recursion
+#: limit allows (the event walk itself is not recursive).
+MAX_DEPTH = 100
+
+BLOCK_STYLES = frozenset("|>")
+
+
+class Scalar(NamedTuple):
+    """A value scalar of a document (never a key), where its text lies and how it is written."""
+
+    #: Keys (text) and sequence indexes from the root to the scalar.
+    path: tuple[str | int, ...]
+    #: The scalar's value as libyaml read it (quotes, escapes and folding applied).
+    value: str
+    #: Its span in the document's text: quotes included, any comment after it excluded.
+    start: int
+    end: int
+    #: "" plain, "'" or '"' quoted, "|" or ">" block.
+    style: str
+    #: Inside a flow collection (`{...}`, `[...]`).
+    flow: bool
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What a document's parser events say: enough to plan it without constructing it."""
+
+    #: The top-level `kind` when Go reads it as text, else None.
+    kind: str | None
+    #: `metadata.name` when Go reads it as text, else None.
+    name: str | None
+    #: The keys of `metadata.annotations`, in order.
+    annotation_keys: tuple[str, ...]
+    #: Every value scalar holding a `<`, in document order.
+    scalars: tuple[Scalar, ...]
+
+
+@functools.cache
+def _libyaml_parser() -> type[Any] | None:
+    """libyaml's parser, None when PyYAML was built without libyaml."""
+    import yaml
+
+    return getattr(getattr(yaml, "cyaml", None), "CParser", None)
+
+
+def available() -> bool:
+    """libyaml's parser is needed: the pure-Python one would cost more than it saves."""
+    return _libyaml_parser() is not None
+
+
+def scan_many(texts: Sequence[str]) -> list[Scan | None]:
+    """One `Scan` (or None, see the module) per document text, with one libyaml run.
+
+    The texts are joined as `reader.parse_many` joins them, so each is read exactly as the
+    structural reader reads it; when the run fails or finds another number of documents,
+    every answer is None.
+    """
+    parser_class = _libyaml_parser()
+    if not texts or parser_class is None:
+        return [None] * len(texts)
+    offsets: list[int] = []
+    position = 0
+    for text in texts:
+        offsets.append(position)
+        position += len(text) + len(_JOIN)
+    limits = [offset + len(text) for offset, text in zip(offsets, texts, strict=True)]
+    import yaml
+
+    parser = parser_class(_JOIN.join(texts))
+    try:
+        scans = _walk(parser, offsets, limits)
+    except (yaml.YAMLError, RecursionError, IndexError, _MisalignedError):
+        return [None] * len(texts)
+    finally:
+        parser.dispose()
+    if len(scans) != len(texts):
+        return [None] * len(texts)
+    return scans
+
+
+class _MisalignedError(Exception):
+    """A document's events lie outside its text (a text held two documents, another none)."""
+
+
+class _Frame:
+    """An open collection: a mapping waiting for a key or a value, or a sequence's index."""
+
+    __slots__ = ("flow", "index", "is_map", "key", "keys", "wants_key")
+
+    def __init__(self, is_map: bool, flow: bool) -> None:
+        self.is_map = is_map
+        self.flow = flow
+        self.wants_key = True
+        self.key: str = ""
+        self.keys: set[str] = set()
+        self.index = 0
+
+
+def _walk(parser: Any, offsets: list[int], limits: list[int]) -> list[Scan | None]:
+    """The event loop (one function: it runs once per event of every document).
+
+    Raises `_MisalignedError` when a document does not lie inside its own text. (Each
+    separator ends a document, or libyaml fails, so a document that starts in its text ends
+    there too; the scalars kept are checked all the same.)
+    """
+    import yaml
+
+    scans: list[Scan | None] = []
+    get_event = parser.get_event
+    scalar_event, mapping_start, sequence_start = (
+        yaml.ScalarEvent,
+        yaml.MappingStartEvent,
+        yaml.SequenceStartEvent,
+    )
+    collection_end = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+    retyped = goresolve.retyped
+    ok = False
+    base = limit = 0
+    stack: list[_Frame] = []
+    path: list[str | int] = []
+    scalars: list[Scalar] = []
+    annotation_keys: list[str] = []
+    kind: str | None = None
+    name: str | None = None
+    while True:
+        event = get_event()
+        cls = type(event)
+        if cls is scalar_event:
+            if not ok:
+                continue
+            if event.anchor is not None or event.tag is not None or not stack:
+                ok = False
+                continue
+            frame = stack[-1]
+            value: str = event.value
+            plain = event.style == ""
+            if frame.is_map and frame.wants_key:
+                if (plain and retyped(value)) or value in frame.keys:
+                    ok = False
+                    continue
+                frame.keys.add(value)
+                frame.key = value
+                frame.wants_key = False
+                if len(stack) == 3 and path == ["metadata", "annotations"]:
+                    annotation_keys.append(value)
+                continue
+            part: str | int
+            if frame.is_map:
+                part = frame.key
+                frame.wants_key = True
+            else:
+                part = frame.index
+                frame.index += 1
+            if "<" in value:
+                if event.end_mark.index > limit:
+                    raise _MisalignedError
+                scalars.append(
+                    Scalar(
+                        (*path, part),
+                        value,
+                        event.start_mark.index - base,
+                        event.end_mark.index - base,
+                        event.style or "",
+                        frame.flow,
+                    )
+                )
+            if len(stack) == 1 and part == "kind":
+                kind = None if plain and retyped(value) else value
+            elif len(stack) == 2 and part == "name" and path == ["metadata"]:
+                name = None if plain and retyped(value) else value
+        elif cls is mapping_start or cls is sequence_start:
+            if not ok:
+                continue
+            if event.anchor is not None or event.tag is not None:
+                ok = False
+                continue
+            is_map = cls is mapping_start
+            if not stack:
+                if not base <= event.start_mark.index < limit:
+                    raise _MisalignedError
+                if not is_map:
+                    ok = False
+                    continue
+                stack.append(_Frame(True, bool(event.flow_style)))
+                continue
+            frame = stack[-1]
+            if frame.is_map:
+                if frame.wants_key or len(stack) >= MAX_DEPTH:
+                    ok = False
+                    continue
+                path.append(frame.key)
+                frame.wants_key = True
+            else:
+                if len(stack) >= MAX_DEPTH:
+                    ok = False
+                    continue
+                path.append(frame.index)
+                frame.index += 1
+            stack.append(_Frame(is_map, frame.flow or bool(event.flow_style)))
+        elif cls in collection_end:
+            if ok:
+                stack.pop()
+                if stack:
+                    path.pop()
+        elif cls is yaml.DocumentStartEvent:
+            base, limit = offsets[len(scans)], limits[len(scans)]
+            ok = event.version is None and not event.tags
+            stack, path, scalars, annotation_keys = [], [], [], []
+            kind = name = None
+        elif cls is yaml.DocumentEndEvent:
+            done = ok and not stack
+            scans.append(Scan(kind, name, tuple(annotation_keys), tuple(scalars)) if done else None)
+        elif cls is yaml.AliasEvent:
+            ok = False
+        elif event is None or cls is yaml.StreamEndEvent:
+            return scans
+
+
+# ---------------------------------------------------------------- writing
+
+
+def splice(text: str, edits: Sequence[tuple[Scalar, Any]]) -> str | None:
+    """`text` with each scalar's span replaced by its new value, or None when one of the
+    values cannot be written there (a map, a list, a float, a block scalar's span…).
+
+    `edits` are in document order and never overlap (each is a different scalar).
+    """
+    pieces: list[str] = []
+    position = 0
+    for scalar, value in edits:
+        if scalar.style in BLOCK_STYLES or scalar.start < position:
+            return None
+        written = inline_value(value, flow=scalar.flow)
+        if written is None:
+            return None
+        pieces.append(text[position : scalar.start])
+        pieces.append(written)
+        position = scalar.end
+        if written[0] != '"' and position < len(text) and text[position] not in _ENDS_PLAIN:
+            # A quoted scalar may be followed by `#comment` with no space; a plain one may
+            # not (the `#` would become part of it).
+            pieces.append(" ")
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
+_ENDS_PLAIN = frozenset(" \t\n,]}")
+
+
+def inline_value(value: Any, *, flow: bool = False) -> str | None:
+    """One line of YAML that go-yaml v2 reads back as `value` (text, integer, boolean or
+    null); None for anything else. In a flow collection text is always double-quoted."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        if not flow:
+            from plugin.manifests import fastyaml  # PyYAML's resolvers: loaded when needed
+
+            written = fastyaml.single_line(value)  # the structural writer's own spelling
+            if written is not None:
+                return written
+        return double_quoted(value)
+    return None
+
+
+# Characters a double-quoted scalar must escape: the quote and backslash, C0 and C1 controls
+# and DEL (the reader refuses them raw), NEL, LS and PS (YAML 1.1 line breaks), the BOM, the
+# two non-characters, and lone surrogates (which no escape can write: refused below).
+_ESCAPED = re.compile('["\\\\\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]')
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def double_quoted(value: str) -> str | None:
+    """`value` as a double-quoted scalar on one line; every other character is written as is.
+
+    None for text with lone surrogates: go-yaml refuses their escapes and Go could not
+    write them either (the substitution has already turned them into U+FFFD).
+    """
+    if _LONE_SURROGATE.search(value) is not None:
+        return None
+    return '"' + _ESCAPED.sub(_escape, value) + '"'
+
+
+def _escape(found: re.Match[str]) -> str:
+    char = found.group()
+    return _SHORT_ESCAPES.get(char) or f"\\u{ord(char):04x}"
