@@ -501,3 +501,78 @@ def _read(backend: FileBackend, ref: SecretRef) -> SecretData | BackendError:
         return backend.read(ref)
     except BackendError as exc:
         return exc
+
+
+# ---------------------------------------------------------------- splicing into the text
+
+
+def _generate(text: str) -> str:
+    return generate(
+        [InputStream("t.yaml", text)], EngineOptions(skip_non_manifests=False), CountingBackend
+    )
+
+
+def test_a_changed_document_keeps_its_comments_and_layout() -> None:
+    text = (
+        "# Source: chart/templates/cm.yaml\napiVersion: v1\nkind: ConfigMap\n"
+        "metadata:\n    name: web   # the name\ndata:\n    user: <path:kv/data/app#user>  # who\n"
+        "    port: '<path:kv/data/app#port>'\n    list: [a, <path:kv/data/app#user>]\n"
+    )
+    assert _generate(text) == (
+        "# Source: chart/templates/cm.yaml\napiVersion: v1\nkind: ConfigMap\n"
+        "metadata:\n    name: web   # the name\ndata:\n    user: alice  # who\n"
+        "    port: \"80\"\n    list: [a, \"alice\"]\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "spliced"),
+    [
+        ("kind: X\na: <path:kv/data/app#user>\n", True),
+        ("kind: ConfigMap\na: <path:kv/data/app#user>\n", True),
+        ("kind: Secret\ndata:\n  a: <path:kv/data/app#user>\n", False),
+        (
+            "kind: X\nmetadata:\n  annotations:\n    avp.kubernetes.io/path: kv/data/app\n"
+            "a: <user>\n",
+            False,
+        ),
+        (
+            "kind: X\nmetadata:\n  annotations:\n    \"avp.kubernetes.io\\x2Fkv-version\": '1'\n"
+            "a: <path:kv/data/app#user>\n",
+            False,
+        ),
+        ("kind: X\na: |\n  <path:kv/data/app#user>\n", False),
+        ("kind: X\na: |\n  <b> no placeholder\nb: <path:kv/data/app#user>\n", True),
+        ("kind: X\na: &x <path:kv/data/app#user>\n", False),
+        ('{"kind": "X", "a": "<path:kv/data/app#user>"}', False),
+    ],
+)
+def test_which_documents_are_resolved_in_their_text(text: str, spliced: bool) -> None:
+    [document] = load([InputStream("t.yaml", text)], skip_non_manifests=False)
+    assert (document.scan is not None) is spliced
+    assert (document.content is None) is spliced
+
+
+def test_a_result_that_is_no_scalar_constructs_the_document_after_all() -> None:
+    text = "kind: X  # gone\nspec:\n  a: <path:kv/data/app#map>\n  b: <path:kv/data/app#user>\n"
+    [document] = load([InputStream("t.yaml", text)], skip_non_manifests=False)
+    assert document.scan is not None
+    assert _generate(text) == "kind: X\nspec:\n  a:\n    a: 1\n  b: alice\n"
+
+
+def test_spliced_and_constructed_documents_give_the_same_sites() -> None:
+    text = (
+        "kind: X\nmetadata: {name: n}\nspec:\n  a: <path:kv/data/app#nokey>\n"
+        "  b: [x, 'y <path:kv/data/none#user>']\n  c: <path:kv/data/app#user | bogus>\n"
+    )
+    [spliced] = load([InputStream("t.yaml", text)], skip_non_manifests=False)
+    constructed = Document(spliced.raw, load_all(text).__next__())
+    assert spliced.scan is not None
+    messages = []
+    for document in (spliced, constructed):
+        job = plan(document, Rules())
+        backend = FileBackend(SECRETS, "test secrets")
+        results = {ref: _read(backend, ref) for ref in job.refs}
+        messages.append([site.message() for site in substitute(job, results, Rules())])
+    assert messages[0] == messages[1]
+    assert len(messages[0]) == 3
