@@ -2,7 +2,8 @@
 
 Owns `inputs` (named text streams and size budgets), `reader` (find files, split streams,
 decide which documents need parsing), `goresolve` (go-yaml v2's scalar typing), `yamlio`
-(libyaml reading typed like Go, dumping) and `fastyaml` (the fast block writer for plain
-manifests).
+(libyaml reading typed like Go, dumping), `fastyaml` (the fast block writer for plain
+manifests) and `splice` (a document's parser events without constructing it, and new scalar
+values written into its own text).
 May import: `plugin.errors` only. It knows nothing of secrets, settings or renderers.
 """

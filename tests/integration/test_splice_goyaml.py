@@ -164,8 +164,10 @@ def _flow(draw: st.DrawFn) -> str:
 
 
 # Mostly ordinary keys; now and then one Go retypes (`y`, `1`), a merge key, a duplicate.
+# (No `'1'`: beside `1` it makes two keys "1" in Argo CD's JSON, and Go's map order then picks
+# one of the two values at random, whatever wrote the document.)
 _KEYS = st.sampled_from(
-    ["a", "b", "c-d", "e.f", "g_h", '"k: v"', "'1'", "url", "i", "j", "c", "d", "m", "n"] * 6
+    ["a", "b", "c-d", "e.f", "g_h", '"k: v"', "'2'", "url", "i", "j", "c", "d", "m", "n"] * 6
     + ["y", "1", "<<", "a"]
 )
 
