@@ -521,7 +521,7 @@ def test_a_changed_document_keeps_its_comments_and_layout() -> None:
     assert _generate(text) == (
         "# Source: chart/templates/cm.yaml\napiVersion: v1\nkind: ConfigMap\n"
         "metadata:\n    name: web   # the name\ndata:\n    user: alice  # who\n"
-        "    port: \"80\"\n    list: [a, \"alice\"]\n"
+        '    port: "80"\n    list: [a, "alice"]\n'
     )
 
 
