@@ -146,6 +146,8 @@ def _walk(parser: Any, offsets: list[int], limits: list[int]) -> list[Scan | Non
         yaml.SequenceStartEvent,
     )
     collection_end = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+    # Keys repeat in every document (`metadata`, `name`…): type each spelling once per call.
+    retyped_keys: dict[str, bool] = {}
     retyped = goresolve.retyped
     ok = False
     base = limit = 0
@@ -168,7 +170,14 @@ def _walk(parser: Any, offsets: list[int], limits: list[int]) -> list[Scan | Non
             value: str = event.value
             plain = event.style == ""
             if frame.is_map and frame.wants_key:
-                if (plain and retyped(value)) or value in frame.keys:
+                if plain:
+                    known = retyped_keys.get(value)
+                    if known is None:
+                        known = retyped_keys[value] = retyped(value)
+                    if known:
+                        ok = False
+                        continue
+                if value in frame.keys:
                     ok = False
                     continue
                 frame.keys.add(value)
