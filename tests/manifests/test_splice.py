@@ -147,6 +147,6 @@ def test_lone_surrogates_cannot_be_written() -> None:
 
 
 def test_without_libyaml_nothing_is_scanned(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(splice, "_Parser", None)
+    monkeypatch.setattr(splice, "_libyaml_parser", lambda: None)
     assert not splice.available()
     assert scan_many(["kind: X\n"]) == [None]
