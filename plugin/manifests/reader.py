@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from plugin.errors import InputError
 from plugin.manifests.inputs import MAX_INPUT_SETTING, InputStream, format_size
-from plugin.manifests.splice import Scan
+from plugin.manifests.splice import Scan, join_batch
 
 if TYPE_CHECKING:
     import yaml
@@ -374,8 +374,11 @@ def parse_many(raws: list[RawDocument]) -> list[Any]:
 
     from plugin.manifests.yamlio import load_all
 
+    stream = join_batch([raw.text for raw in raws])
+    if stream is None:
+        return [parse(raw) for raw in raws]
     try:
-        parsed = list(load_all("\n---\n".join(raw.text for raw in raws)))
+        parsed = list(load_all(stream))
     except (yaml.YAMLError, RecursionError):
         parsed = []
     if len(parsed) != len(raws):

@@ -30,7 +30,6 @@ from typing import Any, NamedTuple
 
 from plugin.manifests import goresolve
 
-_JOIN = "\n---\n"  # as `reader.parse_many` joins a batch
 #: Deeper documents go to the structural reader, which reports what Python's recursion
 #: limit allows (the event walk itself is not recursive).
 MAX_DEPTH = 100
@@ -68,6 +67,27 @@ class Scan:
     scalars: tuple[Scalar, ...]
 
 
+#: What separates two documents of a batch, after the first one's own last line break.
+BATCH_SEPARATOR = "---\n"
+
+
+def join_batch(texts: Sequence[str]) -> str | None:
+    """The documents as one stream that libyaml reads as exactly these documents (the
+    structural reader's batches, `reader.parse_many`, and the scan's), or None when that
+    cannot be done by joining them.
+
+    Nothing may be added to a document's text: an empty line added after it, or a line break
+    added at its end, would be read by a keep-chomped block scalar (`|+`) at its end as part
+    of its value ("x\n\n" for "x\n", "y\n" for "y" at the end of the stream); Go reading
+    the original stream never sees them. So the separator follows each text's own last line
+    break, and a text without one can only come last (else: None, and the caller reads each
+    document on its own).
+    """
+    if any(not text.endswith("\n") for text in texts[:-1]):
+        return None
+    return BATCH_SEPARATOR.join(texts)
+
+
 @functools.cache
 def _libyaml_parser() -> type[Any] | None:
     """libyaml's parser, None when PyYAML was built without libyaml."""
@@ -95,11 +115,14 @@ def scan_many(texts: Sequence[str]) -> list[Scan | None]:
     position = 0
     for text in texts:
         offsets.append(position)
-        position += len(text) + len(_JOIN)
+        position += len(text) + len(BATCH_SEPARATOR)
     limits = [offset + len(text) for offset, text in zip(offsets, texts, strict=True)]
     import yaml
 
-    parser = parser_class(_JOIN.join(texts))
+    stream = join_batch(texts)
+    if stream is None:
+        return [None] * len(texts)
+    parser = parser_class(stream)
     try:
         scans = _walk(parser, offsets, limits)
     except (yaml.YAMLError, RecursionError, IndexError, _MisalignedError):

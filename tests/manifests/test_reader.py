@@ -135,6 +135,27 @@ def test_timestamps_stay_strings() -> None:
     assert reader.parse(doc)["when"] == "2024-01-01"
 
 
+@pytest.mark.parametrize("ending", ["\n", "\n\n", "\n\n\n"])
+def test_a_batch_reads_a_keep_chomped_block_at_a_documents_end_as_alone(ending: str) -> None:
+    """`|+` keeps the empty lines after it: the batch must not add one between documents
+    (it did: "x\n" became "x\n\n", found by the splice's go-yaml property test in CI)."""
+    raws = list(split(f"kind: A\nb: |+\n  x{ending}---\nkind: B\nc: |+\n  y"))
+    assert len(raws) == 2
+    alone = [reader.parse(raw) for raw in raws]
+    assert reader.parse_many(raws) == alone
+    assert alone[0]["b"] == "x" + ending
+    assert alone[1]["c"] == "y"  # the stream's end, without a line break
+
+
+def test_a_batch_never_adds_a_line_break_to_a_document() -> None:
+    """A document without a final line break (a file's last) can only end a batch."""
+    first, second = split("kind: A\nb: |+\n  x")[0], split("kind: B\nc: |+\n  y\n")[0]
+    assert reader.parse_many([first, second]) == [
+        {"kind": "A", "b": "x"},
+        {"kind": "B", "c": "y\n"},
+    ]
+
+
 def test_flow_nesting_bomb_is_refused_before_libyaml_sees_it() -> None:
     deep = "kind: X\nspec: " + "[" * 100_000 + '"<k>"' + "]" * 100_000 + "\n"
     [raw] = split(deep)
