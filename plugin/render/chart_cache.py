@@ -37,12 +37,12 @@ import json
 import logging
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plugin import atomicfile
 from plugin.config import parse_duration_seconds
 from plugin.errors import ConfigError
 from plugin.render.chart_repos import (
@@ -146,20 +146,6 @@ def _read(path: Path) -> bytes | None:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             return None
         return handle.read()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _fresh(path: Path, ttl: float) -> bool:
@@ -277,7 +263,7 @@ class ChartCache:
         except DependencyError as exc:
             raise DependencyError(f"{label}: {exc}") from None
         payload = {"url": safe_url(url), "fetched": time.time(), "entries": entries}
-        _atomic_write(path, json.dumps(payload, separators=(",", ":")).encode())
+        atomicfile.write(path, json.dumps(payload, separators=(",", ":")).encode())
 
     # -- archives
 
@@ -360,7 +346,7 @@ class ChartCache:
                 )
             header = {"sha256": digest, "name": name, "version": version}
             header["source"] = safe_url(source)
-            _atomic_write(path, json.dumps(header).encode() + b"\n" + data)
+            atomicfile.write(path, json.dumps(header).encode() + b"\n" + data)
         return Archive(name, version, data)
 
     # -- OCI range resolutions
@@ -384,4 +370,4 @@ class ChartCache:
 
     def record_oci_resolution(self, reference: str, constraint: str, version: str) -> None:
         path = self._dir("oci") / f"{entry_key('oci-range', reference, constraint)}.json"
-        _atomic_write(path, json.dumps({"version": version}).encode())
+        atomicfile.write(path, json.dumps({"version": version}).encode())

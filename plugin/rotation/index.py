@@ -37,13 +37,13 @@ import hmac
 import json
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from plugin import atomicfile
 from plugin.config import ARGOCD_ENV_PREFIX, Settings
 from plugin.errors import MissingPathError
 from plugin.render.chart_cache import cache_root
@@ -153,18 +153,7 @@ def volume_key(root: Path) -> bytes:
     key = _read_key(path)
     if key is not None:
         return key
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{KEY_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(os.urandom(KEY_BYTES))
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    atomicfile.write(path, os.urandom(KEY_BYTES), mode=0o600, replace=False)
     key = _read_key(path)
     if key is None:
         raise UnsafeIndexError(f"{path} could not be created")
@@ -291,20 +280,11 @@ def write_record(root: Path, record: Record) -> Path:
     apps = root / APPS_DIR
     private_directory(apps)
     path = apps / app_file_name(record.namespace, record.name)
-    fd, tmp = tempfile.mkstemp(dir=apps, prefix=".record.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(record.to_json().encode("utf-8"))
-        # No fsync: it cost 5-130 ms of every render on a shared disk. The rename alone keeps
-        # the record whole for readers and across a SIGKILL (the page cache outlives the
-        # process); only a machine crash can leave an empty or torn file, which readers skip
-        # (`Record.from_json` -> None) until the Application's next render rewrites it.
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    # No fsync: it cost 5-130 ms of every render on a shared disk. The rename alone keeps
+    # the record whole for readers and across a SIGKILL (the page cache outlives the
+    # process); only a machine crash can leave an empty or torn file, which readers skip
+    # (`Record.from_json` -> None) until the Application's next render rewrites it.
+    atomicfile.write(path, record.to_json().encode("utf-8"), mode=0o600, sync=False)
     return path
 
 

@@ -101,23 +101,9 @@ def script(executable: str, paths: "Sequence[str]") -> str:
 
 def write(target: str) -> None:
     """Write the launcher for this interpreter at `target`: atomically, mode 0755."""
-    import contextlib
-    import tempfile
+    from plugin import atomicfile
 
-    text = script(sys.executable, install_paths()).encode("utf-8")
-    directory = os.path.dirname(os.path.abspath(target))
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".plugin-launcher.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), 0o755)
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    atomicfile.write(target, script(sys.executable, install_paths()).encode("utf-8"), mode=0o755)
 
 
 def interpreter_options() -> list[str]:

@@ -20,6 +20,7 @@ PACKAGE = ROOT / "plugin"
 #: Lowest first. Top-level modules count as packages of their own (`plugin.config` is `config`).
 LAYERS: tuple[str, ...] = (
     "errors",
+    "atomicfile",
     "manifests",
     "config",
     "security",

@@ -7,7 +7,8 @@ Fixes AVP's cache problems (issues #658, #675, #490):
   namespaces or two Vault servers never share a token.
 - **Private files.** The directory is created 0700 (tightened if it is ours and looser), entries
   are written 0600, symlinks are not followed and files owned by another user are ignored.
-- **Atomic writes.** A temporary file in the same directory, fsync, then `os.replace`.
+- **Atomic writes.** A temporary file in the same directory, fsync, then `os.replace`
+  (`plugin/atomicfile.py`).
 - **One login for N concurrent renders.** `obtain` holds an exclusive `flock` on a per-identity
   `.lock` file across "check the cache -> log in -> write the entry", so 50 processes starting at
   once log in once; the others wait and then read the fresh entry.
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from plugin import atomicfile
 from plugin.config import Settings
 from plugin.secrets.vault.auth.base import LoginResult
 
@@ -251,27 +253,14 @@ class TokenCache:
             "expires_at": expires_at,
         }
         data = json.dumps(document, indent=1).encode()
-        temp: str | None = None
         try:
-            handle, temp = tempfile.mkstemp(
-                dir=self.directory, prefix=f".{key[:16]}-", suffix=".tmp"
-            )
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temp, self.entry_path(key))
-            temp = None
+            atomicfile.write(self.entry_path(key), data)
         except OSError as exc:
             log.info(
                 "could not write the token cache entry for %s: %s",
                 identity,
                 exc.strerror or type(exc).__name__,
             )
-        finally:
-            if temp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
 
 
 def _make_private_dirs(directory: Path) -> None:
