@@ -160,6 +160,19 @@ ENV HOME=/home/plugin \
 WORKDIR /home/plugin
 USER 999:999
 
-# Smoke test as the runtime user: the three programs start (`plugin version` renders in-process:
-# no zygote runs at build time).
-RUN plugin version && helm version --short && kustomize version
+# Smoke test as the runtime user: the three programs start, and `plugin` renders a Jinja2
+# template with one placeholder read from the file backend (in-process: no zygote runs at
+# build time). `plugin version` imports no library; this render needs PyYAML, Jinja2 and
+# MarkupSafe, so it proves that the launcher (`python -IS`, its install paths written in) finds
+# the installed dependencies. Its files live in a temporary directory removed at the end.
+RUN plugin version && helm version --short && kustomize version \
+    && smoke="$(mktemp -d)" && mkdir "${smoke}/app" \
+    && printf 'kv/data/smoke:\n  value: rendered\n' > "${smoke}/secrets.yaml" \
+    && printf '%s\n' 'apiVersion: v1' 'kind: ConfigMap' 'metadata:' \
+        '  name: {{ "SMOKE" | lower }}' 'data:' '  value: <path:kv/data/smoke#value>' \
+        > "${smoke}/app/smoke.yaml.j2" \
+    && AVP_TYPE=file AVP_FILE_PATH="${smoke}/secrets.yaml" \
+        plugin generate "${smoke}/app" > "${smoke}/out.yaml" \
+    && grep -qx '  name: smoke' "${smoke}/out.yaml" \
+    && grep -qx '  value: rendered' "${smoke}/out.yaml" \
+    && rm -rf "${smoke}"

@@ -31,7 +31,7 @@ import yaml
 from plugin import __version__
 from tests.cmp_harness import App
 from tests.conftest import unavailable
-from tests.project.test_dockerfile import PLUGIN_YAML_PATH, final
+from tests.project.test_dockerfile import PLUGIN_YAML_PATH, final, run_smoke_test
 from tests.real_cmp import POOL, RealCmpServer, Sidecar
 
 pytestmark = pytest.mark.integration
@@ -208,6 +208,16 @@ def test_plugin_is_the_launcher(image: Image) -> None:
     assert "import re" not in rest
     site_packages = {str(path) for path in image.venv.glob("lib/python*/site-packages")}
     assert f"sys.path += {sorted(site_packages)!r}" in rest
+
+
+def test_the_image_smoke_test_passes(image: Image, helm3_bin: str, kustomize_bin: str) -> None:
+    """The Dockerfile's smoke test, as the build runs it, with the launcher of the installed
+    wheels and the image's environment: the render finds PyYAML, Jinja2 and MarkupSafe."""
+    _link_tools(image, helm=helm3_bin, kustomize=kustomize_bin)
+    before = sorted(image.root.rglob("*"))
+    done = run_smoke_test([image.bin, image.root / "usr" / "local" / "bin"], image.env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(image.root.rglob("*")) == before, "the smoke test leaves nothing behind"
 
 
 def demo_command() -> tuple[dict[str, str], list[str]]:

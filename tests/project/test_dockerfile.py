@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tarfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -29,6 +31,8 @@ from pathlib import Path
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
+
+from plugin.serve import launcher
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -333,11 +337,85 @@ def test_wheels_stage_builds_from_source_with_hashes() -> None:
     assert "pyproject.toml" in copies
 
 
-def test_smoke_test_runs_as_the_runtime_user() -> None:
+def smoke_test() -> str:
+    """The final stage's RUN as the runtime user: the programs start and `plugin` renders."""
     items = final().instructions
     user_at = max(i for i, (kind, _) in enumerate(items) if kind == "USER")
-    later_runs = [value for kind, value in items[user_at:] if kind == "RUN"]
-    assert any("plugin version" in run and "helm version" in run for run in later_runs)
+    (run,) = [value for kind, value in items[user_at:] if kind == "RUN"]
+    return run
+
+
+def run_smoke_test(
+    path: Sequence[str | Path], env: Mapping[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """The smoke test as the build runs it: the final stage sets no SHELL, so `/bin/sh -c`,
+    with `path` (where `plugin`, `helm` and `kustomize` are) first on PATH."""
+    assert not final().values("SHELL")
+    search = os.pathsep.join([*map(str, path), "/usr/bin", "/bin"])
+    return subprocess.run(
+        ["/bin/sh", "-c", smoke_test()],
+        check=False,
+        env={**env, "PATH": search},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_smoke_test_runs_as_the_runtime_user() -> None:
+    run = smoke_test()
+    assert "plugin version" in run and "helm version" in run and "kustomize version" in run
+
+
+def test_smoke_test_renders_a_placeholder_with_the_file_backend() -> None:
+    """`plugin version` imports no library: only a render shows that the launcher finds them."""
+    run = smoke_test()
+    assert "AVP_TYPE=file" in run and "plugin generate" in run
+    assert "<path:kv/data/smoke#value>" in run and "{{" in run  # a placeholder, Jinja2
+    assert "grep -qx '  value: rendered'" in run
+
+
+def _smoke_bin(tmp_path: Path, paths: list[str], helm: str, kustomize: str) -> Path:
+    """`plugin` as the image's launcher for this interpreter, with `paths` as its install
+    paths, next to links to helm and kustomize."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "plugin").write_text(launcher.script(sys.executable, paths))
+    (bin_dir / "plugin").chmod(0o755)
+    (bin_dir / "helm").symlink_to(helm)
+    (bin_dir / "kustomize").symlink_to(kustomize)
+    return bin_dir
+
+
+def _smoke_env(tmp_path: Path) -> dict[str, str]:
+    for name in ("home", "tmp"):
+        (tmp_path / name).mkdir()
+    return {"HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path / "tmp"), "LANG": "C.UTF-8"}
+
+
+def test_smoke_test_passes_with_the_launcher(
+    tmp_path: Path, helm3_bin: str, kustomize_bin: str
+) -> None:
+    bin_dir = _smoke_bin(tmp_path, launcher.install_paths(), helm3_bin, kustomize_bin)
+    done = run_smoke_test([bin_dir], _smoke_env(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not any((tmp_path / "tmp").iterdir()) and not any((tmp_path / "home").iterdir())
+
+
+def test_smoke_test_fails_when_the_launcher_misses_the_libraries(
+    tmp_path: Path, helm3_bin: str, kustomize_bin: str
+) -> None:
+    """A launcher that finds the plugin package but not its dependencies: `plugin version`
+    still answers (the old smoke test passed), the render fails the build."""
+    bin_dir = _smoke_bin(tmp_path, [str(ROOT)], helm3_bin, kustomize_bin)
+    env = _smoke_env(tmp_path)
+    version = subprocess.run(
+        [bin_dir / "plugin", "version"], check=False, env=env, capture_output=True, text=True
+    )
+    assert version.returncode == 0, version.stderr
+    done = run_smoke_test([bin_dir], env)
+    assert done.returncode != 0
+    assert "ModuleNotFoundError" in done.stderr
 
 
 #: Where pip puts the console script in the python image, and where `plugin` resolves on PATH.
