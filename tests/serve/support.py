@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,38 @@ def base_env(tmp: Path, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+def file_env(tmp: Path, secrets: str, **extra: str) -> dict[str, str]:
+    """`base_env` with the file backend reading `secrets` (YAML text) from the test's directory."""
+    path = tmp / "secrets.yaml"
+    path.write_text(secrets)
+    return base_env(tmp, AVP_TYPE="file", AVP_FILE_PATH=str(path), **extra)
+
+
+@contextlib.contextmanager
+def serve_exec(
+    argv: Sequence[str], env: Mapping[str, str], log: Path
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """What the sidecar runs, `plugin serve --exec PROGRAM`, where PROGRAM is `serve --status`:
+    yields the exit status and the status printed; the detached zygote is stopped afterwards.
+    The zygote keeps the command's stderr (the container log): it goes to the file `log`."""
+    with log.open("wb") as handle:
+        run = subprocess.run(
+            list(argv),
+            env=dict(env),
+            cwd=env["HOME"],
+            stdout=subprocess.PIPE,
+            stderr=handle,
+            timeout=120,
+            check=False,
+        )
+    status = dict(line.split(": ", 1) for line in run.stdout.decode().splitlines())
+    try:
+        yield run.returncode, status
+    finally:
+        if "pid" in status:
+            os.kill(int(status["pid"]), signal.SIGTERM)
 
 
 def plugin(

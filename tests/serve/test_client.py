@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from plugin.serve import launcher
-from tests.serve.support import PYTHON, Zygote, base_env
+from tests.serve.support import PYTHON, Zygote, file_env
 
 #: What the client may import beyond the interpreter's start and the console script's `re`.
 ALLOWED = {
@@ -61,22 +61,16 @@ def client_modules(tmp_path: Path, env: dict[str, str], *argv: str) -> tuple[lis
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    secrets = tmp_path / "secrets.yaml"
-    secrets.write_text("app:\n  user: someone\n")
     (tmp_path / "m.yaml").write_text("kind: ConfigMap\ndata:\n  user: <path:app#user>\n")
-    return base_env(tmp_path, AVP_TYPE="file", AVP_FILE_PATH=str(secrets))
+    return file_env(tmp_path, "app:\n  user: someone\n")
 
 
 def test_a_render_through_the_zygote_imports_only_the_client(
-    tmp_path: Path, env: dict[str, str]
+    tmp_path: Path, env: dict[str, str], zygote: Zygote
 ) -> None:
-    zygote = Zygote(env)
-    try:
-        before = zygote.served()
-        modules, stdout = client_modules(tmp_path, env, "generate", "m.yaml")
-        assert zygote.served() == before + 2  # the render and this --status
-    finally:
-        zygote.stop()
+    before = zygote.served()
+    modules, stdout = client_modules(tmp_path, env, "generate", "m.yaml")
+    assert zygote.served() == before + 2  # the render and this --status
     assert b"user: someone" in stdout
     assert set(modules) - ALLOWED == set(), "the client imported more than it needs"
 
@@ -106,24 +100,22 @@ def imported(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[set[str],
     return modules - {"imported package"}, proc.stdout
 
 
-def test_the_image_launcher_loads_neither_site_nor_re(tmp_path: Path, env: dict[str, str]) -> None:
+def test_the_image_launcher_loads_neither_site_nor_re(
+    tmp_path: Path, env: dict[str, str], zygote: Zygote
+) -> None:
     """The launcher (`python -IS`): the client's modules and `os`, no `site`, `re` or `enum`."""
     script = tmp_path / "plugin"
     assert launcher.main([str(script)]) == 0
     flags = f"#!{PYTHON} {launcher.SHEBANG_FLAGS}\n"
     assert script.read_text().startswith(flags)  # so `python -IS script` is what the kernel runs
     interpreter, _ = imported([launcher.SHEBANG_FLAGS, "-c", "import os"], env, tmp_path)
-    zygote = Zygote(env)
-    try:
-        before = zygote.served()
-        run = [launcher.SHEBANG_FLAGS, str(script), "generate", "m.yaml"]
-        modules, stdout = imported(run, env, tmp_path)
-        # The control, also served by the zygote: pip's console script loads all three.
-        pip_script = ["-c", CONSOLE_SCRIPT, str(tmp_path / "modules.json"), "generate", "m.yaml"]
-        pip_modules, pip_stdout = imported(pip_script, env, tmp_path)
-        assert zygote.served() == before + 3  # the two renders and this --status
-    finally:
-        zygote.stop()
+    before = zygote.served()
+    run = [launcher.SHEBANG_FLAGS, str(script), "generate", "m.yaml"]
+    modules, stdout = imported(run, env, tmp_path)
+    # The control, also served by the zygote: pip's console script loads all three.
+    pip_script = ["-c", CONSOLE_SCRIPT, str(tmp_path / "modules.json"), "generate", "m.yaml"]
+    pip_modules, pip_stdout = imported(pip_script, env, tmp_path)
+    assert zygote.served() == before + 3  # the two renders and this --status
     assert b"user: someone" in stdout and stdout == pip_stdout
     assert {"site", "re", "enum"} <= pip_modules
     assert {"site", "re", "enum"} & modules == set()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 
 from plugin.serve import launcher
-from tests.serve.support import PYTHON, ROOT, Zygote, base_env, plugin
+from tests.serve.support import PYTHON, ROOT, Zygote, file_env, plugin, serve_exec
 
 CANARY = "canary-launcher-Vb27q"
 MANIFEST = (
@@ -159,15 +158,8 @@ def hostile(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def env(tmp_path: Path, hostile: Path) -> dict[str, str]:
-    secrets = tmp_path / "secrets.yaml"
-    secrets.write_text(f"app:\n  user: {CANARY}\n")
     (tmp_path / "m.yaml").write_text(MANIFEST)
-    return base_env(
-        tmp_path,
-        AVP_TYPE="file",
-        AVP_FILE_PATH=str(secrets),
-        PYTHONPATH=str(hostile / "pythonpath"),
-    )
+    return file_env(tmp_path, f"app:\n  user: {CANARY}\n", PYTHONPATH=str(hostile / "pythonpath"))
 
 
 def test_a_render_through_the_zygote_and_in_process(
@@ -218,23 +210,9 @@ def test_the_zygote_replaced_after_each_request_still_serves(
 def test_serve_exec_then_the_program(tmp_path: Path, installed: Path, env: dict[str, str]) -> None:
     """What the sidecar runs: `plugin serve --exec PROGRAM` (PROGRAM: the launcher's status)."""
     argv = [str(installed), "serve", "--exec", str(installed), "serve", "--status"]
-    with (tmp_path / "log").open("wb") as log:  # the zygote keeps stderr (the container log)
-        run = subprocess.run(
-            argv,
-            env=env,
-            cwd=env["HOME"],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            timeout=120,
-            check=False,
-        )
-    status = dict(line.split(": ", 1) for line in run.stdout.decode().splitlines())
-    try:
-        assert run.returncode == 0 and status["zygote"] == "running"
+    with serve_exec(argv, env, tmp_path / "log") as (code, status):
+        assert code == 0 and status["zygote"] == "running"
         assert status["package"] == str(tmp_path / "install" / "plugin")
-    finally:
-        if "pid" in status:
-            os.kill(int(status["pid"]), signal.SIGTERM)
 
 
 CHART = {

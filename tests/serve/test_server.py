@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import pytest
 
 from plugin.serve import client, server
 from tests.serve.support import PYTHON as PYTHON_BIN
-from tests.serve.support import ROOT, Zygote, base_env, plugin
+from tests.serve.support import ROOT, Zygote, file_env, plugin, serve_exec
 
 CANARY = "canary-serve-Zq81x"
 MANIFEST = (
@@ -34,16 +32,7 @@ MANIFEST = (
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    secrets = tmp_path / "secrets.yaml"
-    secrets.write_text(f"app:\n  user: {CANARY}\n  port: 80\n")
-    return base_env(tmp_path, AVP_TYPE="file", AVP_FILE_PATH=str(secrets))
-
-
-@pytest.fixture
-def zygote(env: dict[str, str]) -> Iterator[Zygote]:
-    started = Zygote(env)
-    yield started
-    started.stop()
+    return file_env(tmp_path, f"app:\n  user: {CANARY}\n  port: 80\n")
 
 
 def both_ways(argv: list[str], env: dict[str, str], **kwargs: object) -> tuple[object, object]:
@@ -327,28 +316,17 @@ def test_exec_starts_a_detached_zygote_then_becomes_the_program(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
     """What the sidecar does: `plugin serve --exec PROGRAM` (here PROGRAM asks for the status)."""
-    argv = [PYTHON_BIN, "-m", "plugin", "serve", "--exec", PYTHON_BIN, "-m", "plugin", "serve"]
-    with (tmp_path / "log").open("wb") as log:  # the zygote keeps stderr (the container log)
-        run = subprocess.run(
-            [*argv, "--status"],
-            env=env,
-            cwd=env["HOME"],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            timeout=120,
-            check=False,
-        )
-    status = dict(line.split(": ", 1) for line in run.stdout.decode().splitlines())
-    try:
-        assert run.returncode == 0 and status["zygote"] == "running"
+    program = [PYTHON_BIN, "-m", "plugin", "serve"]
+    with serve_exec([*program, "--exec", *program, "--status"], env, tmp_path / "log") as (
+        code,
+        status,
+    ):
+        assert code == 0 and status["zygote"] == "running"
         pid = int(status["pid"])
-        assert pid != run.returncode and Path(f"/proc/{pid}").exists()
+        assert pid != code and Path(f"/proc/{pid}").exists()
         # Past the zygote's periodic check of its socket file, it still serves.
         time.sleep(server.CHECK_INTERVAL_SECONDS + 2)
         assert plugin(["serve", "--status"], env).code == 0
-    finally:
-        if "pid" in status:
-            os.kill(int(status["pid"]), signal.SIGTERM)
 
 
 PRELOAD_PROBE = """
