@@ -17,6 +17,7 @@ from plugin.placeholders.engine import EngineOptions, InputStream, ResolutionErr
 from plugin.placeholders.substitute import Rules
 from plugin.render.detect import detect, has_templates, renderable
 from plugin.render.process import (
+    RENDERER_GC_DEFAULTS,
     Deadline,
     Redactor,
     StageTimeoutError,
@@ -178,7 +179,24 @@ def test_child_environment_drops_credentials() -> None:
         },
         {"HOME": "/tmp/h"},
     )
-    assert env == {"PATH": "/bin", "HTTPS_PROXY": "p", "LC_ALL": "C", "HOME": "/tmp/h"}
+    assert env == {
+        "PATH": "/bin",
+        "HTTPS_PROXY": "p",
+        "LC_ALL": "C",
+        "HOME": "/tmp/h",
+        **RENDERER_GC_DEFAULTS,
+    }
+
+
+def test_renderers_get_fewer_go_collections_unless_the_operator_chose() -> None:
+    """helm and kustomize collect at 5x their live heap, capped by a memory limit; a sidecar
+    that sets GOGC or GOMEMLIMIT keeps exactly its own; an Application's setting is ignored."""
+    env = child_environment({"PATH": "/bin", "ARGOCD_ENV_GOGC": "off"}, {})
+    assert env["GOGC"] == "400" and env["GOMEMLIMIT"] == "512MiB"
+    own = child_environment({"PATH": "/bin", "GOGC": "100"}, {})
+    assert own["GOGC"] == "100" and "GOMEMLIMIT" not in own
+    limit = child_environment({"PATH": "/bin", "GOMEMLIMIT": "2GiB"}, {})
+    assert limit["GOMEMLIMIT"] == "2GiB" and "GOGC" not in limit
 
 
 class CountingBackend:
