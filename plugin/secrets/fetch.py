@@ -22,8 +22,18 @@ Results = dict[SecretRef, SecretData | BackendError]
 _MAX_WAIT = 3600.0
 
 
-def fetch_all(backend: Backend, refs: Iterable[SecretRef], deadline: float) -> Results:
-    """Return data or the error for every ref; `deadline` is a `time.monotonic()` instant."""
+def fetch_all(
+    backend: Backend,
+    refs: Iterable[SecretRef],
+    deadline: float,
+    *,
+    max_workers: int | None = None,
+) -> Results:
+    """Return data or the error for every ref; `deadline` is a `time.monotonic()` instant.
+
+    At most `backend.max_workers` threads read at once, and at most `max_workers` when given
+    (a caller that is not in a hurry spends less CPU on connections and threads).
+    """
     pending = sorted(set(refs), key=lambda ref: (ref.path, ref.version or "", ref.kv_version or ""))
     results: Results = {}
     known: Results = {}
@@ -43,7 +53,7 @@ def fetch_all(backend: Backend, refs: Iterable[SecretRef], deadline: float) -> R
     set_deadline = getattr(backend, "set_deadline", None)
     if callable(set_deadline):
         set_deadline(deadline)
-    workers = max(1, min(int(backend.max_workers), len(pending)))
+    workers = max(1, min(int(backend.max_workers), max_workers or len(pending), len(pending)))
     started = time.monotonic()
     work: queue.SimpleQueue[SecretRef] = queue.SimpleQueue()
     for ref in pending:

@@ -15,7 +15,12 @@ import yaml
 from plugin.errors import MissingPathError
 from plugin.manifests.inputs import InputStream
 from plugin.placeholders import engine
-from plugin.placeholders.prefetch import MAX_PREFETCHED_PATHS, Prefetch, scan_sources
+from plugin.placeholders.prefetch import (
+    MAX_PREFETCHED_PATHS,
+    Prefetch,
+    prefetch_threads,
+    scan_sources,
+)
 from plugin.placeholders.substitute import Rules
 from plugin.rotation.index import Recorder
 from plugin.secrets.base import SecretData, SecretRef
@@ -189,3 +194,50 @@ def test_binary_files_are_told_by_their_first_8_kib(tmp_path: Path) -> None:
     (tmp_path / "late-nul.yaml").write_bytes(b"a: <path:kv/data/q#k>\n" + b"x" * 9000 + b"\0")
     refs = scan_sources([tmp_path], [], Rules(), max_bytes=BIG, max_files=10)
     assert refs == [SecretRef("kv/data/q")]
+
+
+class ThreadRecordingStore(FileBackend):
+    """The file store with Vault's concurrency, noting which thread read each path."""
+
+    max_workers = 8
+
+    def __init__(self, data: dict[str, dict[str, str]]) -> None:
+        super().__init__(data, "test")
+        self.threads: dict[str, str] = {}
+
+    def read(self, ref: SecretRef) -> SecretData:
+        self.threads[ref.path] = threading.current_thread().name
+        time.sleep(0.02)  # long enough that idle threads would take the next paths
+        return super().read(ref)
+
+
+def prefetched_by(data: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Which thread read each path of `data` ahead (all of them, successfully)."""
+    store = ThreadRecordingStore(data)
+    prefetch = Prefetch(lambda: store, Rules(), time.monotonic() + 60, max_bytes=BIG, max_files=1)
+    prefetch.start([], [" ".join(f"<path:{path}#k>" for path in data)])
+    prefetch.wait()
+    assert len(prefetch.results) == len(data)
+    assert all(not isinstance(value, Exception) for value in prefetch.results.values())
+    prefetch.close()
+    return store.threads
+
+
+def test_the_prefetch_reads_with_one_thread_per_eight_paths(tmp_path: Path) -> None:
+    """Five paths on one thread (one connection), seventeen on three: the read-ahead is not
+    what the render waits for, so it spends as little CPU as it can next to the renderer."""
+    for count, threads in ((5, 1), (17, 3)):
+        data = {f"kv/data/p{n}": {"k": f"v{n}"} for n in range(count)}
+        assert len(set(prefetched_by(data).values())) == threads
+    assert [prefetch_threads(n) for n in (0, 1, 8, 9, 64)] == [1, 1, 1, 2, 8]
+
+
+def test_fetch_all_uses_at_most_the_threads_it_is_given(tmp_path: Path) -> None:
+    data = {f"kv/data/p{n}": {"k": f"v{n}"} for n in range(6)}
+    store = ThreadRecordingStore(data)
+    refs = [SecretRef(path) for path in data]
+    fetch_all(store, refs, time.monotonic() + 60, max_workers=2)
+    assert len(set(store.threads.values())) == 2
+    store.threads.clear()
+    fetch_all(store, refs, time.monotonic() + 60)
+    assert len(set(store.threads.values())) == 6  # the backend's own concurrency, as before
