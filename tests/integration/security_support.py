@@ -76,6 +76,16 @@ class Plugin:
             self.env["HELM_BIN"] = helm
         self.env.update(extra)
 
+    @classmethod
+    def vault_token(
+        cls, home: Path, addr: str, token: str, helm: str | None = None, **extra: str
+    ) -> Plugin:
+        """A sidecar reading Vault (or OpenBao) at `addr` with a fixed token."""
+        return cls(
+            home, helm, AVP_TYPE="vault", VAULT_ADDR=addr, AVP_AUTH_TYPE="token", VAULT_TOKEN=token,
+            **extra,
+        )  # fmt: skip
+
     def generate(self, path: Path, timeout: float = 120, **extra: str) -> Run:
         env = {**self.env, **extra}
         started = time.monotonic()
@@ -93,6 +103,16 @@ class Plugin:
             done.stderr.decode("utf-8", "replace"),
             time.monotonic() - started,
         )
+
+
+def secret_app(directory: Path, *values: str) -> Path:
+    """`directory` as a plain app: one Secret `s` whose stringData keys k0, k1... hold `values`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = "".join(f"  k{i}: {text}\n" for i, text in enumerate(values))
+    (directory / "secret.yaml").write_text(
+        f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n{lines}"
+    )
+    return directory
 
 
 def assert_failed_cleanly(run: Run, canaries: list[str], *expected: str) -> None:

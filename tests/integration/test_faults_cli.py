@@ -87,13 +87,6 @@ def is_flaky_read(method: str, path: str) -> bool:
     return method == "GET" and path.startswith(f"/v1/{MOUNT}/data/flaky")
 
 
-@pytest.fixture
-def proxy(openbao: OpenBao) -> Iterator[FaultProxy]:
-    server = FaultProxy(openbao.addr)
-    yield server
-    server.stop()
-
-
 # ------------------------------------------------------------------------------ unreachable
 
 
@@ -293,14 +286,7 @@ def test_static_token_revoked_mid_run_fails_cleanly(
 
     proxy.plan = plan
     app = manifest(tmp_path / "app")
-    plugin = Plugin(
-        tmp_path / "home",
-        AVP_TYPE="vault",
-        VAULT_ADDR=proxy.url,
-        AVP_AUTH_TYPE="token",
-        VAULT_TOKEN=token,
-        AVP_MAX_CONCURRENCY="1",
-    )
+    plugin = Plugin.vault_token(tmp_path / "home", proxy.url, token, AVP_MAX_CONCURRENCY="1")
     run = plugin.generate(app)
     assert_failed_cleanly(
         run,

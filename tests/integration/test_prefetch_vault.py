@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,17 +26,9 @@ CANARY = "prefetch-canary-Vb7q"
 
 
 @pytest.fixture(scope="module")
-def api(openbao: OpenBao) -> RootAPI:
-    root = RootAPI(openbao.addr, openbao.root_token)
-    root.enable_kv(KV, 2)
-    return root
-
-
-@pytest.fixture
-def proxy(openbao: OpenBao) -> Iterator[FaultProxy]:
-    server = FaultProxy(openbao.addr)
-    yield server
-    server.stop()
+def api(root_api: RootAPI) -> RootAPI:
+    root_api.enable_kv(KV, 2)
+    return root_api
 
 
 def chart(directory: Path, used: dict[str, str], unused: dict[str, str] | None = None) -> Path:
@@ -59,9 +50,9 @@ def chart(directory: Path, used: dict[str, str], unused: dict[str, str] | None =
 
 
 def sidecar(tmp_path: Path, proxy: FaultProxy, openbao: OpenBao, helm: str, **extra: str) -> Plugin:
-    return Plugin(
-        tmp_path / "home", helm, AVP_TYPE="vault", VAULT_ADDR=proxy.url, AVP_AUTH_TYPE="token",
-        VAULT_TOKEN=openbao.root_token, ARGOCD_APP_NAME=unique("app-"), **extra,
+    return Plugin.vault_token(
+        tmp_path / "home", proxy.url, openbao.root_token, helm, ARGOCD_APP_NAME=unique("app-"),
+        **extra,
     )  # fmt: skip
 
 

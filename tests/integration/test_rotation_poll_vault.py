@@ -10,7 +10,6 @@ would. Every request reaches OpenBao through a counting loopback proxy.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from tests.integration.security_support import (
     assert_succeeded,
     encodings,
 )
+from tests.integration.security_support import secret_app as app
 from tests.integration.test_vault_support import FaultProxy, RootAPI, unique
 
 pytestmark = pytest.mark.integration
@@ -37,34 +37,14 @@ CANARIES = (CANARY_1, CANARY_2, CANARY_3)
 
 
 @pytest.fixture(scope="module")
-def api(openbao: OpenBao) -> RootAPI:
-    root = RootAPI(openbao.addr, openbao.root_token)
-    root.enable_kv(KV2, 2)
-    root.enable_kv(KV1, 1)
-    return root
-
-
-@pytest.fixture
-def proxy(openbao: OpenBao) -> Iterator[FaultProxy]:
-    server = FaultProxy(openbao.addr)
-    yield server
-    server.stop()
-
-
-def app(directory: Path, *placeholders: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    lines = "".join(f"  k{i}: {text}\n" for i, text in enumerate(placeholders))
-    (directory / "secret.yaml").write_text(
-        f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n{lines}"
-    )
-    return directory
+def api(root_api: RootAPI) -> RootAPI:
+    root_api.enable_kv(KV2, 2)
+    root_api.enable_kv(KV1, 1)
+    return root_api
 
 
 def token_sidecar(tmp_path: Path, addr: str, token: str, **extra: str) -> Plugin:
-    return Plugin(
-        tmp_path / "home", AVP_TYPE="vault", VAULT_ADDR=addr, AVP_AUTH_TYPE="token",
-        VAULT_TOKEN=token, **extra,
-    )  # fmt: skip
+    return Plugin.vault_token(tmp_path / "home", addr, token, **extra)
 
 
 def watcher_env(plugin: Plugin) -> dict[str, str]:

@@ -7,14 +7,18 @@ from it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import OpenBao
-from tests.integration.security_support import Plugin, assert_failed_cleanly, assert_succeeded
+from tests.integration.security_support import (
+    Plugin,
+    assert_failed_cleanly,
+    assert_succeeded,
+    secret_app,
+)
 from tests.integration.test_vault_support import FaultProxy, RootAPI, unique
 
 pytestmark = pytest.mark.integration
@@ -41,13 +45,6 @@ def tenants(openbao: OpenBao) -> dict[str, tuple[str, str, str]]:
     api("POST", f"{MOUNT}/data/team-a/app", {"data": {"password": SECRET_A}})
     api("POST", f"{MOUNT}/data/team-b/app", {"data": {"password": SECRET_B}})
     return {"team-a": make_role(api, "team-a"), "team-b": make_role(api, "team-b")}
-
-
-@pytest.fixture
-def proxy(openbao: OpenBao) -> Iterator[FaultProxy]:
-    server = FaultProxy(openbao.addr)
-    yield server
-    server.stop()
 
 
 def write_policy(path: Path, tenants: dict[str, tuple[str, str, str]]) -> Path:
@@ -83,23 +80,11 @@ def write_policy(path: Path, tenants: dict[str, tuple[str, str, str]]) -> Path:
 
 
 def app(directory: Path, *paths: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    lines = "".join(f"  k{i}: <path:{p}#password>\n" for i, p in enumerate(paths))
-    (directory / "secret.yaml").write_text(
-        f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n{lines}"
-    )
-    return directory
+    return secret_app(directory, *(f"<path:{p}#password>" for p in paths))
 
 
 def sidecar(tmp_path: Path, addr: str, root_token: str, policy: Path) -> Plugin:
-    return Plugin(
-        tmp_path / "home",
-        AVP_TYPE="vault",
-        VAULT_ADDR=addr,
-        AVP_AUTH_TYPE="token",
-        VAULT_TOKEN=root_token,
-        PLUGIN_TENANT_POLICY=str(policy),
-    )
+    return Plugin.vault_token(tmp_path / "home", addr, root_token, PLUGIN_TENANT_POLICY=str(policy))
 
 
 def test_each_project_uses_its_own_identity(

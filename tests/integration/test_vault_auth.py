@@ -41,13 +41,11 @@ MOUNT = "t4auth"
 
 
 @pytest.fixture(scope="module")
-def api(openbao: OpenBao) -> RootAPI:
-    root = RootAPI(openbao.addr, openbao.root_token)
-    root.enable_kv(MOUNT, 2)
-    root("POST", f"{MOUNT}/data/app", {"data": {"who": "auth-tests"}})
-    root("PUT", "sys/policies/acl/t4-auth-read",
-         {"policy": f'path "{MOUNT}/data/*" {{ capabilities = ["read"] }}'})  # fmt: skip
-    return root
+def api(root_api: RootAPI) -> RootAPI:
+    root_api.enable_kv(MOUNT, 2)
+    root_api("POST", f"{MOUNT}/data/app", {"data": {"who": "auth-tests"}})
+    root_api.read_policy("t4-auth-read", f"{MOUNT}/data/*")
+    return root_api
 
 
 def check_reads(env: dict[str, str]) -> str:

@@ -27,12 +27,11 @@ NESTED = "t4/team/kv"
 
 
 @pytest.fixture(scope="module")
-def api(openbao: OpenBao) -> RootAPI:
-    root = RootAPI(openbao.addr, openbao.root_token)
-    root.enable_kv(KV2, 2)
-    root.enable_kv(KV1, 1)
-    root.enable_kv(NESTED, 2)
-    return root
+def api(root_api: RootAPI) -> RootAPI:
+    root_api.enable_kv(KV2, 2)
+    root_api.enable_kv(KV1, 1)
+    root_api.enable_kv(NESTED, 2)
+    return root_api
 
 
 @pytest.fixture(scope="module")

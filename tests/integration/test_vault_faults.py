@@ -8,7 +8,6 @@ the real OpenBao server that counts requests and injects statuses or delay.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +25,16 @@ CANARY_VALUE = "canary-secret-value-P0o-never-print"
 
 
 @pytest.fixture(scope="module")
-def api(openbao: OpenBao) -> RootAPI:
-    root = RootAPI(openbao.addr, openbao.root_token)
-    root.enable_kv(MOUNT, 2)
-    root("POST", f"{MOUNT}/data/app", {"data": {"password": CANARY_VALUE}})
-    return root
+def api(root_api: RootAPI) -> RootAPI:
+    root_api.enable_kv(MOUNT, 2)
+    root_api("POST", f"{MOUNT}/data/app", {"data": {"password": CANARY_VALUE}})
+    return root_api
 
 
 @pytest.fixture
-def proxy(openbao: OpenBao, api: RootAPI) -> Iterator[FaultProxy]:
-    server = FaultProxy(openbao.addr)
-    yield server
-    server.stop()
+def proxy(proxy: FaultProxy, api: RootAPI) -> FaultProxy:
+    """The shared proxy (conftest), once this module's secret exists."""
+    return proxy
 
 
 def env_via(proxy: FaultProxy, token: str, **extra: str) -> dict[str, str]:

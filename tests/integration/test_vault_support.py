@@ -356,6 +356,11 @@ class RootAPI:
                 count += 1
         return count
 
+    def read_policy(self, name: str, *paths: str) -> None:
+        """The ACL policy `name`: read on each of `paths` (globs allowed), nothing else."""
+        rules = "\n".join(f'path "{path}" {{ capabilities = ["read"] }}' for path in paths)
+        self("PUT", f"sys/policies/acl/{name}", {"policy": rules})
+
     def enable_auth(self, path: str, kind: str) -> None:
         mounts = self("GET", "sys/auth")
         table = mounts.get("data", mounts)

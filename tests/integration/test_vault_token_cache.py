@@ -30,13 +30,11 @@ MOUNT = "t4cache"
 
 
 @pytest.fixture(scope="module")
-def api(openbao: OpenBao) -> RootAPI:
-    root = RootAPI(openbao.addr, openbao.root_token)
-    root.enable_kv(MOUNT, 2)
-    root("POST", f"{MOUNT}/data/app", {"data": {"k": "v"}})
-    root("PUT", "sys/policies/acl/t4-cache-read",
-         {"policy": f'path "{MOUNT}/data/*" {{ capabilities = ["read"] }}'})  # fmt: skip
-    return root
+def api(root_api: RootAPI) -> RootAPI:
+    root_api.enable_kv(MOUNT, 2)
+    root_api("POST", f"{MOUNT}/data/app", {"data": {"k": "v"}})
+    root_api.read_policy("t4-cache-read", f"{MOUNT}/data/*")
+    return root_api
 
 
 def approle(api: RootAPI) -> tuple[str, str, str]:
