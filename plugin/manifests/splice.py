@@ -102,36 +102,196 @@ def available() -> bool:
 
 
 def scan_many(texts: Sequence[str]) -> list[Scan | None]:
-    """One `Scan` (or None, see the module) per document text, with one libyaml run.
+    """One `Scan` (or None, see the module) per document text.
 
-    The texts are joined as `reader.parse_many` joins them, so each is read exactly as the
-    structural reader reads it; when the run fails or finds another number of documents,
-    every answer is None.
+    Documents of the simple form `scan_simple` reads are scanned there; the others with one
+    libyaml run, joined as `reader.parse_many` joins them, so that each is read exactly as
+    the structural reader reads it. When that run fails or finds another number of
+    documents, every answer is None (the whole batch is constructed, as it always was).
     """
     parser_class = _libyaml_parser()
-    if not texts or parser_class is None:
+    if not texts or parser_class is None or join_batch(texts) is None:
         return [None] * len(texts)
+    shapes: dict[str, _Shape | None] = {}
+    simple = [scan_simple(text, shapes) for text in texts]
+    rest = [text for text, scan in zip(texts, simple, strict=True) if scan is None]
+    if not rest:
+        return list(simple)
+    scans = _scan_libyaml(parser_class, rest)
+    if scans is None:
+        return [None] * len(texts)
+    read = iter(scans)
+    return [scan if scan is not None else next(read) for scan in simple]
+
+
+def _scan_libyaml(parser_class: type[Any], texts: list[str]) -> list[Scan | None] | None:
+    """`scan_many` by libyaml's events; None when the run fails or is misaligned."""
+    import yaml
+
+    stream = join_batch(texts)
+    if stream is None:
+        return None
     offsets: list[int] = []
     position = 0
     for text in texts:
         offsets.append(position)
         position += len(text) + len(BATCH_SEPARATOR)
     limits = [offset + len(text) for offset, text in zip(offsets, texts, strict=True)]
-    import yaml
-
-    stream = join_batch(texts)
-    if stream is None:
-        return [None] * len(texts)
     parser = parser_class(stream)
     try:
         scans = _walk(parser, offsets, limits)
     except (yaml.YAMLError, RecursionError, IndexError, _MisalignedError):
-        return [None] * len(texts)
+        return None
     finally:
         parser.dispose()
-    if len(scans) != len(texts):
-        return [None] * len(texts)
-    return scans
+    return scans if len(scans) == len(texts) else None
+
+
+# ---------------------------------------------------------------- the simple form
+
+#: A line's value as the simple form allows it, from the `: ` after its key to the end of
+#: the line: printable ASCII, not starting with an indicator (or the reserved `@` and
+#: `` ` ``), no `:` before a blank or the end (libyaml would read a key there, or refuse
+#: it), not ending with a space. (Non-ASCII text and comments, ` #`, are ruled out first.)
+_VALUE = re.compile(
+    r": [^\x00-\x20\x7f\-?:,\[\]{}#&*!|>'\"%@`](?:[ -9;-~]|:(?=[!-~]))*(?<! )(?=\n|\Z)"
+)
+#: What replaces each value: the text that is left is the document's shape. Not ASCII, so
+#: it cannot come from the text itself; a value the form does not allow is left in place,
+#: and the shape's line then fails `_SHAPE_LINE`.
+_VALUE_MARK = ":\u00a7"
+#: One line of a shape: indentation, a key of name characters, `:` and the mark when a
+#: value followed. Keys stay far below the 1024 characters libyaml allows an implicit key.
+_SHAPE_LINE = re.compile("( *)([A-Za-z0-9_][A-Za-z0-9_./-]{0,999}):(\u00a7?)")
+#: Longer shapes are left to libyaml (the shapes of one batch are kept while it is scanned).
+_MAX_SHAPE = 16384
+
+
+class _Shape(NamedTuple):
+    """What a document of the simple form is, apart from its values."""
+
+    #: Per line: the path of the line's value and the column where the value starts, or
+    #: None for a `key:` line (a nested mapping or null follows).
+    lines: tuple[tuple[tuple[str, ...], int] | None, ...]
+    #: The lines of the top-level `kind` and of `metadata.name` when they hold a value.
+    kind_line: int | None
+    name_line: int | None
+    annotation_keys: tuple[str, ...]
+
+
+def scan_simple(text: str, shapes: dict[str, _Shape | None] | None = None) -> Scan | None:
+    """The `Scan` libyaml's events give for a document of the simple form, read without
+    libyaml; None for any other document (libyaml then reads it).
+
+    The simple form is the usual shape of a rendered ConfigMap or Secret-free object header:
+    only block mappings, each line `key:` or `key: value` (one space), keys made of
+    letters, digits and `_./-`, values plain printable ASCII that no line could continue
+    (see `_VALUE`), nesting by indentation, the root at column 0; no blank line,
+    comment, tab, quote, sequence, flow collection or document marker. Every such text is
+    valid YAML whose events follow from its lines alone. Many documents of a render share
+    a shape (the same keys at the same places): `shapes` keeps each shape's reading, so a
+    document costs a few regular-expression passes. The equivalence with the event walk is
+    tested against libyaml on random documents (tests/manifests/test_splice.py).
+    """
+    if not text.isascii() or " #" in text:
+        return None
+    skeleton = _VALUE.sub(_VALUE_MARK, text)
+    if len(skeleton) > _MAX_SHAPE:
+        return None
+    if shapes is None:
+        shapes = {}
+    if skeleton in shapes:
+        shape = shapes[skeleton]
+    else:
+        shape = shapes[skeleton] = _read_shape(skeleton)
+    if shape is None:
+        return None
+    kind = name = None
+    if shape.kind_line is not None or shape.name_line is not None:
+        lines = text.split("\n")
+        kind = _line_value(shape, lines, shape.kind_line)
+        name = _line_value(shape, lines, shape.name_line)
+    scalars: list[Scalar] = []
+    at = text.find("<")
+    line = counted = 0
+    while at != -1:
+        line_start = text.rfind("\n", 0, at) + 1
+        line_end = text.find("\n", at)
+        if line_end == -1:
+            line_end = len(text)
+        line += text.count("\n", counted, line_start)
+        counted = line_start
+        entry = shape.lines[line]
+        if entry is None:  # pragma: no cover - a `key:` line holds no `<` (the key regex)
+            return None
+        path, column = entry
+        start = line_start + column
+        scalars.append(Scalar(path, text[start:line_end], start, line_end, "", False))
+        at = text.find("<", line_end)
+    return Scan(kind, name, shape.annotation_keys, tuple(scalars))
+
+
+def _line_value(shape: _Shape, lines: list[str], line: int | None) -> str | None:
+    """The text of a `kind` or `name` value, None when Go does not read it as text."""
+    if line is None:
+        return None
+    entry = shape.lines[line]
+    assert entry is not None
+    value = lines[line][entry[1] :]
+    return None if goresolve.retyped(value) else value
+
+
+def _read_shape(skeleton: str) -> _Shape | None:
+    """Read a document's shape (its text without values) as the event walk would; None
+    when it is not of the simple form, or the walk would refuse it (a key Go retypes, a
+    duplicate key, nesting deeper than `MAX_DEPTH`)."""
+    lines = skeleton.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the text's last line break
+    if not lines or lines[0][:1] == " ":
+        return None
+    # Open mappings: their indentation and keys; `path` holds the keys leading to the last.
+    indents: list[int] = [0]
+    keys: list[set[str]] = [set()]
+    path: list[str] = []
+    pending: str | None = None  # a `key:` line waiting for its nested mapping (or null)
+    read: list[tuple[tuple[str, ...], int] | None] = []
+    annotation_keys: list[str] = []
+    kind_line = name_line = None
+    for number, line in enumerate(lines):
+        found = _SHAPE_LINE.fullmatch(line)
+        if found is None:
+            return None
+        spaces, key, has_value = found.groups()
+        indent = len(spaces)
+        if pending is not None:
+            if indent > indents[-1]:
+                if len(indents) >= MAX_DEPTH:
+                    return None
+                path.append(pending)
+                indents.append(indent)
+                keys.append(set())
+            pending = None  # else its value was null: nothing to record
+        while indent < indents[-1]:
+            indents.pop()
+            keys.pop()
+            path.pop()
+        if indent != indents[-1] or key in keys[-1] or goresolve.retyped(key):
+            return None
+        keys[-1].add(key)
+        depth = len(indents)
+        if depth == 3 and path == ["metadata", "annotations"]:
+            annotation_keys.append(key)
+        if not has_value:
+            pending = key
+            read.append(None)
+            continue
+        read.append(((*path, key), indent + len(key) + 2))
+        if depth == 1 and key == "kind":
+            kind_line = number
+        elif depth == 2 and key == "name" and path == ["metadata"]:
+            name_line = number
+    return _Shape(tuple(read), kind_line, name_line, tuple(annotation_keys))
 
 
 class _MisalignedError(Exception):

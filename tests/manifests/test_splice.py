@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from plugin.manifests import splice
 from plugin.manifests.splice import scan_many
@@ -150,3 +152,162 @@ def test_without_libyaml_nothing_is_scanned(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(splice, "_libyaml_parser", lambda: None)
     assert not splice.available()
     assert scan_many(["kind: X\n"]) == [None]
+
+
+# ---------------------------------------------------------------- the simple form
+
+
+def _by_libyaml(text: str) -> splice.Scan | None:
+    parser_class = splice._libyaml_parser()
+    assert parser_class is not None
+    scans = splice._scan_libyaml(parser_class, [text])
+    return None if scans is None else scans[0]
+
+
+W1_DOCUMENT = (
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-1\n  labels:\n"
+    "    app.kubernetes.io/name: x\ndata:\n  a: <path:kv/data/w1/p001#key1>\n"
+    "  b: x <path:kv/data/w1/p002#key2 | base64encode> y\n  c: plain\n  d:\n"
+    "  e: <path:kv/data/w1/p003#key3>"
+)
+
+
+def test_documents_of_the_simple_form_are_read_without_libyaml() -> None:
+    scan = splice.scan_simple(W1_DOCUMENT)
+    assert scan is not None
+    assert scan == _by_libyaml(W1_DOCUMENT)
+    assert (scan.kind, scan.name) == ("ConfigMap", "cm-1")
+    assert [W1_DOCUMENT[s.start : s.end] for s in scan.scalars] == [
+        "<path:kv/data/w1/p001#key1>",
+        "x <path:kv/data/w1/p002#key2 | base64encode> y",
+        "<path:kv/data/w1/p003#key3>",
+    ]
+
+
+def test_a_batch_mixes_both_readings_and_fails_as_a_whole() -> None:
+    other = "kind: X\ndata: {a: '<path:a#b>'}\n"
+    assert splice.scan_simple(other) is None
+    scans = scan_many([W1_DOCUMENT + "\n", other, "kind: Y\n"])
+    assert scans == [_by_libyaml(W1_DOCUMENT + "\n"), _by_libyaml(other), _by_libyaml("kind: Y\n")]
+    # A document libyaml refuses still leaves every document of the batch unscanned.
+    assert scan_many([W1_DOCUMENT + "\n", "kind: [\n"]) == [None, None]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "kind: X\n<path:a#b>: v\n",  # a placeholder in a key
+        "kind: X\na: v # <path:a#b>\n",  # in a comment
+        "kind: X\n# <path:a#b>\na: v\n",
+        "kind: X\na: |\n  <path:a#b>\n",  # in a block scalar
+        "kind: X\na: >-\n  <path:a#b>\n",
+        "kind: X\na: [<path:a#b>]\n",  # in a flow collection
+        "kind: X\na: {b: <path:a#b>}\n",
+        'kind: X\na: "\\x3cpath:a#b>"\n',  # written with an escape
+        "kind: X\na: '<path:a#b>'\n",  # quoted
+        "kind: X\na: <path:a#b>\n  <path:a#c>\n",  # a plain scalar on two lines
+        "kind: X\na:\n- <path:a#b>\n",  # in a sequence
+        "kind: X\na: <path:a#b>\n\n",  # a blank line
+        "kind: X\na: <path:a#b>\t\n",  # a tab
+        "kind: X\na: <path:a#b> \n",  # a trailing space
+        "kind: X\na: <path:a#b>:\n",  # a trailing colon
+        "kind: X\na: <path: a#b>\n",  # `: ` inside the value
+        "kind: X\na: é<path:a#b>\n",  # not ASCII
+        "kind: X\na: <path:a#b>\r\n",
+        "kind: X\n  a: <path:a#b>\n",  # bad indentation
+        "  kind: X\n  a: <path:a#b>\n",  # an indented root
+        "kind: X\na:  <path:a#b>\n",  # two spaces
+        "kind: X\na:<path:a#b>\n",
+        "kind: X\ny: <path:a#b>\n",  # a key Go retypes
+        "kind: X\na: 1\na: <path:a#b>\n",  # a duplicate key
+        "--- \nkind: X\na: <path:a#b>\n",
+        "kind: X\na: &x <path:a#b>\n",
+        "kind: X\na: !x <path:a#b>\n",
+        "kind: X\n" + "k" * 1001 + ": <path:a#b>\n",  # a key libyaml may not read
+    ],
+)
+def test_other_documents_are_left_to_libyaml(text: str) -> None:
+    assert splice.scan_simple(text) is None
+
+
+def test_nesting_deeper_than_the_walk_allows_is_left_to_libyaml() -> None:
+    deep = "kind: X\n" + "".join(" " * i + f"k{i}:\n" for i in range(splice.MAX_DEPTH + 1))
+    assert splice.scan_simple(deep) is None
+    shallow = "kind: X\n" + "".join(" " * i + f"k{i}:\n" for i in range(splice.MAX_DEPTH - 1))
+    assert splice.scan_simple(shallow) is not None
+    assert splice.scan_simple(shallow) == _by_libyaml(shallow)
+
+
+# Random documents near the simple form: block mappings whose keys and values come from
+# pools holding what the form allows and what it must refuse (retyped and duplicate keys,
+# indicators, `: `, ` #`, blanks, quotes, escapes, non-ASCII, placeholders), with odd
+# indentation, stray lines and no final line break now and then.
+_ODD_KEYS = st.sampled_from(
+    ["y", "1", "~", "null", "<<", "a b", "a:b", "-a", ".a", "<path:a#b>", "é", "k" * 1030]
+)
+_KEYS = st.one_of(
+    st.sampled_from(["kind", "metadata", "name", "annotations", "data", "labels"]),
+    st.builds(
+        lambda first, rest: first + rest,
+        st.sampled_from("abkmn_01yY"),
+        st.text(alphabet="aeklmnxyz_./-019", max_size=6),
+    ),
+)
+_ODD_VALUES = st.sampled_from(
+    ["", " ", "<path:kv/a#k>:", "<path:kv/a#k> ", "a: b", "a #b", "-a", "- a", "?a", ":a",
+     "a:", "'q'", '"q"', '"\\x3c"', "[a]", "{a: b}", "&a", "*a", "!a", "|", ">", "%a", "@a",
+     "`a", "a\tb", "é", "a\rb", "<path:a#b>\n  more", "---", "..."]
+)  # fmt: skip
+_VALUES = st.one_of(
+    st.sampled_from(["v", "ConfigMap", "y", "1", "null", "~", "<path:kv/a#k>", "a#b", "a,b]"]),
+    st.builds(
+        lambda first, rest: first + rest,
+        st.sampled_from("a<1.=~yY"),
+        st.text(alphabet="ab<>:#/| -.,'\"\\019", max_size=12),
+    ),
+)
+_STRAY = st.sampled_from(
+    ["", "# c", "  # c", "- x", "---", "...", "%YAML 1.1", "  x", "? a", ": b", "\t", " "]
+)
+
+
+@st.composite
+def _near_simple(draw: st.DrawFn) -> str:
+    lines: list[str] = []
+    step = draw(st.sampled_from([2, 2, 4]))
+
+    def mapping(indent: int, depth: int) -> None:
+        for _ in range(draw(st.integers(1, 4))):
+            key = draw(_ODD_KEYS if draw(st.integers(0, 15)) == 0 else _KEYS)
+            value = draw(_ODD_VALUES if draw(st.integers(0, 15)) == 0 else _VALUES)
+            pad = " " * (indent + (draw(st.integers(0, 15)) == 0))
+            if depth < 3 and draw(st.integers(0, 3)) == 0:
+                lines.append(f"{pad}{key}:")
+                if draw(st.booleans()):
+                    mapping(indent + step, depth + 1)
+            else:
+                lines.append(f"{pad}{key}: {value}")
+            if draw(st.integers(0, 25)) == 0:
+                lines.append(draw(_STRAY))
+
+    mapping(0, 0)
+    text = "\n".join(lines)
+    return text if draw(st.integers(0, 5)) == 0 else text + "\n"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_near_simple())
+def test_the_simple_reading_is_libyaml_s_or_none(text: str) -> None:
+    simple = splice.scan_simple(text)
+    event("read without libyaml" if simple is not None else "left to libyaml")
+    if simple is not None:
+        assert simple == _by_libyaml(text)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(0, len(W1_DOCUMENT)), st.text(alphabet=" :#-<>'\"\\\n\tab|{}[]&*!é", max_size=3))
+def test_any_edit_of_a_simple_document_is_read_as_libyaml_reads_it(at: int, inserted: str) -> None:
+    text = W1_DOCUMENT[:at] + inserted + W1_DOCUMENT[at:]
+    simple = splice.scan_simple(text)
+    if simple is not None:
+        assert simple == _by_libyaml(text)
