@@ -20,7 +20,17 @@ from plugin.manifests import reader, splice
 from plugin.manifests.inputs import MAX_PARSED_DOCUMENT, InputStream, format_size
 from plugin.manifests.reader import Document
 from plugin.manifests.splice import Scan
-from plugin.placeholders.substitute import Job, Memo, Rules, Site, plan, spliceable, substitute
+from plugin.placeholders.substitute import (
+    Job,
+    Memo,
+    PlanMemo,
+    Rules,
+    ScannedMemo,
+    Site,
+    plan,
+    spliceable,
+    substitute,
+)
 from plugin.secrets.base import Backend, SecretRef
 from plugin.secrets.fetch import Results, fetch_all
 
@@ -186,23 +196,25 @@ def resolve(
 ) -> Outcome:
     """Plan all reads, fetch each distinct one once, then substitute in every document."""
     jobs: list[Job] = []
+    planned: PlanMemo = {}
     for number, document in enumerate(documents):
         if number % _DEADLINE_EVERY == 0:
             check_deadline(options.deadline, f"looking for placeholders (document {number + 1})")
         if not isinstance(document, str):
             with _depth_guard(document):
-                jobs.append(plan(document, options.rules))
+                jobs.append(plan(document, options.rules, planned))
     refs: set[SecretRef] = set().union(*(job.refs for job in jobs)) if jobs else set()
     results: Results = {}
     if refs:
         results = _fetch(refs, options, make_backend)
     sites: list[Site] = []
     memo: Memo = {}
+    scanned: ScannedMemo = {}
     # No deadline check here: reads that ran out of time are reported per placeholder (path
     # and all), and substituting touches only what planning already walked in time.
     for job in jobs:
         with _depth_guard(job.document):
-            sites.extend(substitute(job, results, options.rules, memo))
+            sites.extend(substitute(job, results, options.rules, memo, scanned))
     return Outcome(documents, jobs, sites)
 
 

@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 FetchResults = Mapping[SecretRef, SecretData | BackendError]
 #: Resolved placeholders of one run: (text, kv-version, annotation path, kind) -> value, status.
 Memo = dict[tuple[str, str | None, "SecretRef | None", str], tuple[Any, "Status"]]
+#: What the scalars of scanned documents hold, by text: their placeholders (None: nothing to
+#: substitute) and the reads those need.
+PlanMemo = dict[str, tuple[list[grammar.Match] | None, list[SecretRef]]]
+#: Resolved scalars of scanned documents of one run: (text, kind) -> the new value and each
+#: site's placeholder, status and detail.
+ScannedMemo = dict[tuple[str, str], tuple[Any, list[tuple[str, "Status", str]]]]
 
 SECRET = "Secret"  # noqa: S105 - a kind name, not a credential
 CONFIG_MAP = "ConfigMap"
@@ -129,6 +135,7 @@ class Job:
         return (document.content is None and document.scan is None) or self.annotations.ignore
 
 
+@functools.lru_cache(maxsize=4096)
 def field_path(path: tuple[str | int, ...]) -> str:
     """`spec.containers[0].image`; keys that are not simple names are bracket-quoted."""
     out = "".join(_segment(part) for part in path)
@@ -193,10 +200,14 @@ def _holds_placeholder(value: str) -> bool:
     return _OPENING in value or next(grammar.find(value, False), None) is not None
 
 
-def plan(document: Document, rules: Rules) -> Job:
-    """Collect the distinct reads a document needs; check its annotations."""
+def plan(document: Document, rules: Rules, memo: PlanMemo | None = None) -> Job:
+    """Collect the distinct reads a document needs; check its annotations.
+
+    `memo` (one per run, with the same `rules`) keeps what the scalars of scanned documents
+    hold, by their text: a large render writes the same placeholder in many documents.
+    """
     if document.scan is not None and document.content is None:
-        return _plan_scanned(document, document.scan, rules)
+        return _plan_scanned(document, document.scan, rules, {} if memo is None else memo)
     content = document.content
     job = Job(document, ann.read(content) if content is not None else ann.Annotations())
     if job.skipped or content is None:
@@ -240,25 +251,44 @@ def plan(document: Document, rules: Rules) -> Job:
     return job
 
 
-def _plan_scanned(document: Document, scan: Scan, rules: Rules) -> Job:
+def _plan_scanned(document: Document, scan: Scan, rules: Rules, memo: PlanMemo) -> Job:
     """`plan` for a document `spliceable` accepted: its candidates are scalars of the text.
 
     No annotation applies (`spliceable`), so only `<path:…>` placeholders count, and the
     new values go to `Job.spliced_values` instead of a constructed document.
     """
     job = Job(document, ann.Annotations(), candidates=[])
-    assert job.candidates is not None
+    candidates = job.candidates
+    assert candidates is not None
     values = job.spliced_values
+    refs = job.refs
     for scalar in scan.scalars:
         value = scalar.value
-        matches = list(grammar.find(value, False))
-        if matches or _OPENING in value:
-            candidate = Candidate(values, len(values), scalar.path, value, False, matches)
-            job.candidates.append(candidate)
-            job.spliced.append(scalar)
-            values.append(value)
-    _add_refs(job, (match for c in job.candidates for match in c.matches), rules)
+        known = memo.get(value)
+        if known is None:
+            known = memo[value] = _scalar_plan(value, rules)
+        matches, scalar_refs = known
+        if matches is None:
+            continue
+        candidates.append(Candidate(values, len(values), scalar.path, value, False, matches))
+        job.spliced.append(scalar)
+        values.append(value)
+        refs.update(scalar_refs)
     return job
+
+
+def _scalar_plan(value: str, rules: Rules) -> tuple[list[grammar.Match] | None, list[SecretRef]]:
+    """The placeholders of a scanned scalar (None when the substitution has nothing to do
+    there) and the reads they need (`_add_refs` for a document without annotations)."""
+    matches = list(grammar.find(value, False))
+    if not matches and _OPENING not in value:
+        return None, []
+    refs = [
+        SecretRef(found.path, found.version, None)
+        for found in (match.placeholder for match in matches)
+        if found is not None and found.path is not None and path_allowed(rules, found.path)
+    ]
+    return matches, refs
 
 
 def _add_refs(job: Job, matches: Iterator[grammar.Match], rules: Rules) -> None:
@@ -389,12 +419,19 @@ class _Substitution:
     """The substitution pass over one planned document (mutates its content)."""
 
     def __init__(
-        self, job: Job, results: FetchResults, rules: Rules, memo: Memo | None = None
+        self,
+        job: Job,
+        results: FetchResults,
+        rules: Rules,
+        memo: Memo | None = None,
+        scanned: ScannedMemo | None = None,
     ) -> None:
         self.job = job
         self.results = results
         self.rules = rules
         self.memo: Memo = memo if memo is not None else {}
+        #: Set for a scanned document (no annotations, values in `Job.spliced_values`).
+        self.scanned = scanned if job.document.content is None else None
         self.notes = job.annotations
         self.kind = job.document.kind
         self.sites: list[Site] = []
@@ -491,9 +528,39 @@ class _Substitution:
             text, _ = self._text(candidate.text, path, typed=False, matches=candidate.matches)
             node[key] = base64.b64encode(modifiers.go_bytes(str(text))).decode("ascii")
             return
+        if self.scanned is not None:
+            self._scanned_candidate(candidate, self.scanned)
+            return
         typed = self.kind != CONFIG_MAP
         new, _ = self._text(candidate.text, path, typed=typed, matches=candidate.matches)
         node[key] = modifiers.go_text(new) if isinstance(new, str) else new
+
+    def _scanned_candidate(self, candidate: Candidate, memo: ScannedMemo) -> None:
+        """`_candidate` for a scanned document: the same text in documents of the same kind
+        resolves alike (none has annotations), so it is resolved once and each occurrence
+        only gets its sites. A map or list is made again for each (never shared)."""
+        key = (candidate.text, self.kind)
+        known = memo.get(key)
+        if known is None:
+            first = len(self.sites)
+            typed = self.kind != CONFIG_MAP
+            new, _ = self._text(
+                candidate.text, candidate.path, typed=typed, matches=candidate.matches
+            )
+            new = modifiers.go_text(new) if isinstance(new, str) else new
+            candidate.container[candidate.key] = new
+            if new is None or isinstance(new, str | int | float):
+                memo[key] = (
+                    new,
+                    [(site.placeholder, site.status, site.detail) for site in self.sites[first:]],
+                )
+            return
+        new, sites = known
+        candidate.container[candidate.key] = new
+        where, field = self.where(), field_path(candidate.path)
+        self.sites.extend(
+            Site(where, field, text, status, detail) for text, status, detail in sites
+        )
 
     def _string(self, value: str, path: tuple[str | int, ...]) -> tuple[Any, bool]:
         """Resolve one string value; returns the new value and whether a key was missing."""
@@ -718,11 +785,16 @@ def _with_read_version(
 
 
 def substitute(
-    job: Job, results: FetchResults, rules: Rules, memo: Memo | None = None
+    job: Job,
+    results: FetchResults,
+    rules: Rules,
+    memo: Memo | None = None,
+    scanned: ScannedMemo | None = None,
 ) -> list[Site]:
     """Resolve every placeholder of a planned document in place; return all its sites.
 
     `memo` (one per run, with the same `results` and `rules`) shares the resolved values of
-    placeholders written the same way in many documents.
+    placeholders written the same way in many documents; `scanned` (likewise) the results
+    of whole scalars of scanned documents.
     """
-    return _Substitution(job, results, rules, memo).run()
+    return _Substitution(job, results, rules, memo, scanned).run()
