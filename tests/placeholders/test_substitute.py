@@ -576,3 +576,35 @@ def test_spliced_and_constructed_documents_give_the_same_sites() -> None:
         messages.append([site.message() for site in substitute(job, results, Rules())])
     assert messages[0] == messages[1]
     assert len(messages[0]) == 3
+
+
+def test_a_text_repeated_in_scanned_documents_is_resolved_once_and_reported_for_each() -> None:
+    documents = "---\n".join(
+        f"kind: {kind}\nmetadata:\n  name: n{i}\ndata:\n  a: <path:kv/data/app#port>\n"
+        f"  b: <path:kv/data/app#nokey>\n  c: <path:kv/data/app#user>\n"
+        for i, kind in enumerate(["X", "ConfigMap", "X", "ConfigMap"])
+    )
+    loaded = load([InputStream("t.yaml", documents)], skip_non_manifests=False)
+    assert all(document.scan is not None for document in loaded)
+    outcome = resolve(loaded, EngineOptions(skip_non_manifests=False), CountingBackend)
+    # Each document has its own sites, and each kind its own typing (a ConfigMap's is text).
+    assert [site.message() for site in outcome.sites if site.status is Status.OK] == [
+        f"t.yaml (document {i + 1}, {kind}/n{i}): data.{key}: <path:kv/data/app#{name}>: ok"
+        for i, kind in enumerate(["X", "ConfigMap", "X", "ConfigMap"])
+        for key, name in (("a", "port"), ("c", "user"))
+    ]
+    assert [site.field for site in outcome.failures] == ["data.b"] * 4
+    assert [job.spliced_values for job in outcome.jobs] == [
+        [80, "<path:kv/data/app#nokey>", "alice"],
+        ["80", "<path:kv/data/app#nokey>", "alice"],
+    ] * 2
+
+
+def test_documents_resolved_together_are_written_as_each_alone() -> None:
+    texts = [
+        "kind: X\nspec:\n  a: <path:kv/data/app#map>\n  b: <path:kv/data/app#port>\n",
+        "kind: X\nspec:\n  a: <path:kv/data/app#map>\n  c: x<path:kv/data/app#port>\n",
+        "kind: ConfigMap\nspec:\n  b: <path:kv/data/app#port>\n",
+        "kind: X\nspec:\n  b: <path:kv/data/app#port>\n",
+    ]
+    assert _generate("---\n".join(texts)) == "---\n".join(_generate(text) for text in texts)
