@@ -93,7 +93,9 @@ def _value(
         lines.append(f"{head} {_scalar_text(value)}")
 
 
-def _scalar_text(value: Any) -> str:
+def keyword_text(value: Any) -> str | None:
+    """How null, a boolean or an integer is written (Go and YAML 1.1 read it back so),
+    or None for any other value. Shared with the splice (`splice.inline_value`)."""
     if value is None:
         return "null"
     if value is True:
@@ -102,6 +104,13 @@ def _scalar_text(value: Any) -> str:
         return "false"
     if isinstance(value, int):
         return str(value)
+    return None
+
+
+def _scalar_text(value: Any) -> str:
+    keyword = keyword_text(value)
+    if keyword is not None:
+        return keyword
     if isinstance(value, dict):
         return "{}"
     if isinstance(value, list):

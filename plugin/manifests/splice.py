@@ -474,24 +474,17 @@ _ENDS_PLAIN = frozenset(" \t\n,]}")
 
 def inline_value(value: Any, *, flow: bool = False) -> str | None:
     """One line of YAML that go-yaml v2 reads back as `value` (text, integer, boolean or
-    null); None for anything else. In a flow collection text is always double-quoted."""
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        if not flow:
-            from plugin.manifests import fastyaml  # PyYAML's resolvers: loaded when needed
+    null); None for anything else. In a flow collection text is always double-quoted.
+    Everything but text in a flow collection is spelt as the structural writer spells it."""
+    from plugin.manifests import fastyaml  # PyYAML's resolvers: loaded when needed
 
-            written = fastyaml.single_line(value)  # the structural writer's own spelling
-            if written is not None:
-                return written
-        return double_quoted(value)
-    return None
+    if not isinstance(value, str):
+        return fastyaml.keyword_text(value)
+    if not flow:
+        written = fastyaml.single_line(value)
+        if written is not None:
+            return written
+    return double_quoted(value)
 
 
 # Characters a double-quoted scalar must escape: the quote and backslash, C0 and C1 controls
