@@ -8,10 +8,9 @@ The backend is created (and logs in) only when some placeholder needs it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -95,6 +94,9 @@ class Outcome:
 #: deadline is honoured within one batch however many documents a tenant renders.
 _DEADLINE_EVERY = 512
 _PARSE_BATCH = 2048
+#: Small documents are written together, about this many characters a call (a call per
+#: document costs more than copying them into one string).
+_WRITE_CHUNK = 65536
 
 
 def check_deadline(deadline: float, doing: str) -> None:
@@ -218,13 +220,26 @@ def resolve(
     return Outcome(documents, jobs, sites)
 
 
-@contextlib.contextmanager
-def _depth_guard(document: Document) -> Iterator[None]:
-    """Deeply nested block YAML parses fine but exhausts Python's recursion: report it."""
-    try:
-        yield
-    except RecursionError:
-        raise InputError(f"{document.where()}: the document is nested too deeply") from None
+class _depth_guard:  # noqa: N801 - used as a context manager, like contextlib's
+    """Deeply nested block YAML parses fine but exhausts Python's recursion: report it.
+
+    A class rather than a generator: it guards every document twice per run, and a
+    generator-based context manager costs several times more per use.
+    """
+
+    __slots__ = ("document",)
+
+    def __init__(self, document: Document) -> None:
+        self.document = document
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None and issubclass(kind, RecursionError):
+            raise InputError(
+                f"{self.document.where()}: the document is nested too deeply"
+            ) from None
 
 
 def _fetch(refs: set[SecretRef], options: EngineOptions, make_backend: BackendFactory) -> Results:
@@ -282,15 +297,23 @@ def emit(outcome: Outcome) -> str:
 
 
 def write(outcome: Outcome, out: TextIO) -> None:
-    """`emit` written piece by piece: a large output is never built as one more string.
+    """`emit` written piece by piece: a large output is never built as one more string
+    (small documents are joined into pieces of about `_WRITE_CHUNK` characters).
 
     Every changed document is serialised before the first byte is written, so a failure
     there still leaves stdout empty.
     """
-    for number, text in enumerate(_texts(outcome)):
-        if number:
-            out.write("---\n")
-        out.write(text)
+    batch: list[str] = []
+    size = 0
+    started = False
+    for text in _texts(outcome):
+        batch.append(text)
+        size += len(text)
+        if size >= _WRITE_CHUNK:
+            out.write("---\n" + "---\n".join(batch) if started else "---\n".join(batch))
+            started, batch, size = True, [], 0
+    if batch:
+        out.write("---\n" + "---\n".join(batch) if started else "---\n".join(batch))
 
 
 def _texts(outcome: Outcome) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
 import re
 import time
 from typing import Any
@@ -12,16 +13,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plugin.errors import BackendError, DeadlineError
+from plugin.errors import BackendError, DeadlineError, InputError
 from plugin.manifests.reader import Document, RawDocument
 from plugin.manifests.yamlio import load_all
 from plugin.placeholders.engine import (
     EngineOptions,
     InputStream,
     ResolutionError,
+    emit,
     generate,
     load,
     resolve,
+    write,
 )
 from plugin.placeholders.substitute import Rules, Status, field_path, plan, substitute
 from plugin.secrets.base import SecretData, SecretRef
@@ -608,3 +611,33 @@ def test_documents_resolved_together_are_written_as_each_alone() -> None:
         "kind: X\nspec:\n  b: <path:kv/data/app#port>\n",
     ]
     assert _generate("---\n".join(texts)) == "---\n".join(_generate(text) for text in texts)
+
+
+def test_many_small_documents_are_written_in_pieces_as_emit_joins_them() -> None:
+    texts = [f"kind: X\nn: {i}\na: <path:kv/data/app#user>\n" for i in range(3000)]
+    texts[5] = "kind: X\nplain: " + "x" * 70000 + "\n"  # one alone is larger than a piece
+    options = EngineOptions(skip_non_manifests=False)
+    outcome = resolve(
+        load([InputStream("t.yaml", "---\n".join(texts))], False), options, CountingBackend
+    )
+    out = io.StringIO()
+    write(outcome, out)
+    assert out.getvalue() == emit(outcome)
+    assert out.getvalue().count("---\n") == 2999
+    empty = io.StringIO()
+    write(resolve([], options, CountingBackend), empty)
+    assert empty.getvalue() == ""
+
+
+def test_a_document_nested_deeper_than_python_recurses_names_itself() -> None:
+    text = (
+        "kind: X\nmetadata:\n  name: deep\n  annotations:\n"
+        "    avp.kubernetes.io/path: kv/data/app\nx:\n"
+        + "".join(" " * (i + 1) + f"k{i}:\n" for i in range(900))
+        + " " * 901
+        + "v: <user>\n"
+    )
+    with pytest.raises(
+        InputError, match=r"document 1, X/deep\): the document is nested too deeply"
+    ):
+        _generate(text)
