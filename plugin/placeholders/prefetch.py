@@ -60,6 +60,13 @@ MAX_PREFETCHED_PATHS = 64
 #: (five loopback reads take a few milliseconds, `helm template` takes tens of them).
 PATHS_PER_PREFETCH_THREAD = 8
 
+#: ...unless Vault is far: the first path is read alone (a connection, the mount lookup and the
+#: read: three round trips or more), and when that took longer than this, the others are read
+#: with the backend's full concurrency, as before, so that a Vault more than a few
+#: milliseconds away is not read one path after another. (On a loaded two-core node the first
+#: read from a loopback Vault takes 5-25 ms while helm runs.)
+SLOW_FIRST_READ_SECONDS = 0.040
+
 #: Files whose first bytes hold a NUL are binary (packed charts, images): never scanned.
 _BINARY_PROBE = 8192
 _OPEN = b"<path:"
@@ -221,10 +228,16 @@ class Prefetch:
             with self._lock:
                 self._backend = backend
             backend.login()
-            results = fetch_all(
-                backend, refs, self.deadline, max_workers=prefetch_threads(len(refs))
-            )
+            began = time.monotonic()
+            results = fetch_all(backend, refs[:1], self.deadline, max_workers=1)
             remember_values(results, self.rules)
+            rest = refs[1:]
+            if rest:
+                slow = time.monotonic() - began > SLOW_FIRST_READ_SECONDS
+                workers = None if slow else prefetch_threads(len(rest))
+                more = fetch_all(backend, rest, self.deadline, max_workers=workers)
+                remember_values(more, self.rules)
+                results.update(more)
             self.results = results
             failed = sum(isinstance(result, BackendError) for result in results.values())
             log.debug(
