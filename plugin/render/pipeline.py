@@ -29,7 +29,7 @@ from plugin.placeholders import grammar
 from plugin.render import dependencies, detect, helm, isolated, kustomize, plain
 from plugin.render.copying import CopyLimits, copy_tree
 from plugin.render.process import Completed, Confinement, Deadline, child_environment, run
-from plugin.render.scratch import scratch_directory
+from plugin.render.scratch import scratch_directory, wait_for_removals
 from plugin.render.staging import StagedFile, Staging
 from plugin.render.values_secrets import SharedReads
 from plugin.security import sandbox
@@ -153,6 +153,9 @@ _ROOT_DEPENDENT = ("does not exist", "outside the repository", "matches no file"
 
 def _render(app_dir: Path, repo_root: Path, ctx: RenderContext) -> RenderResult:
     request = ctx.request
+    # A second render (RESOLVE_VALUES=auto) forks the Jinja2 stage or the renderer: the first
+    # one's scratch removal must be over (no thread runs while the process forks).
+    wait_for_removals()
     templated = detect.has_templates(app_dir)
     kind = detect.detect(app_dir, request.source_type)
     if kind == detect.DIRECTORY and not templated:
@@ -160,9 +163,11 @@ def _render(app_dir: Path, repo_root: Path, ctx: RenderContext) -> RenderResult:
         streams = plain.read_directory(app_dir, confine=repo_root, max_bytes=ctx.max_input)
         return RenderResult(streams, kind, strict=False)
     if kind == detect.KUSTOMIZE and not templated and not kustomize.enable_helm(ctx.environ):
-        with scratch_directory() as kustomize_scratch:
+        with scratch_directory(background=True) as kustomize_scratch:
             return _kustomize(app_dir, kustomize_scratch, ctx, read=repo_root, root=repo_root)
-    with scratch_directory() as scratch:
+    # Removed in the background once Helm's (or Kustomize's) output is read: the engine does
+    # not wait for the copy's deletion.
+    with scratch_directory(background=True) as scratch:
         started = time.monotonic()
         if kind == detect.KUSTOMIZE:
             # Relative references (`../base`) must keep working: copy the whole repository.

@@ -12,10 +12,19 @@ directories pile up. So:
 - at the next start, `sweep()` removes every `plugin-render-*` directory of the same user
   whose lock is free, and `.plugin-new-*` directories older than a minute (a process killed
   between the two steps). A directory of a live render is never touched: its lock is held.
+
+The render's own removal may run in the background (`scratch_directory(background=True)`):
+the directory is no longer read once the renderer has exited, and removing a chart's copy
+(1-6 ms of unlink and rmdir on a shared disk) then overlaps with the secrets engine instead of
+delaying it. The lock is held until the directory is gone, so no sweep races the removal.
+`wait_for_removals()` waits for them: before a renderer is forked (no thread runs while the
+process forks, see `plugin.render.process`) and at exit (`atexit`, which the zygote's worker
+also runs before it exits); a process killed first leaves a directory the next sweep removes.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import logging
@@ -24,6 +33,7 @@ import secrets
 import shutil
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,12 +46,22 @@ NEW_PREFIX = ".plugin-new-"
 NEW_MAX_AGE_SECONDS = 60.0
 
 
+#: Background removals not yet waited for (`wait_for_removals`).
+_removals: list[threading.Thread] = []
+_removals_lock = threading.Lock()
+
+
 @contextlib.contextmanager
-def scratch_directory(base: str | None = None) -> Iterator[Path]:
-    """A fresh 0700 directory, locked while the render runs and removed afterwards."""
+def scratch_directory(base: str | None = None, *, background: bool = False) -> Iterator[Path]:
+    """A fresh 0700 directory, locked while the render runs and removed afterwards.
+
+    With `background`, the removal runs in a thread that holds the lock until the directory
+    is gone (see the module docstring); the caller must not use the directory any more.
+    """
     fresh = Path(tempfile.mkdtemp(prefix=NEW_PREFIX, dir=base))
     handle = os.open(fresh, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     path = fresh
+    handed_over = False
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)
         path = fresh.with_name(PREFIX + secrets.token_hex(8))
@@ -50,11 +70,41 @@ def scratch_directory(base: str | None = None) -> Iterator[Path]:
         try:
             yield path
         finally:
-            shutil.rmtree(path, ignore_errors=True)
+            if background:
+                _remove_in_background(path, handle)
+                handed_over = True
+            else:
+                shutil.rmtree(path, ignore_errors=True)
     finally:
-        os.close(handle)
+        if not handed_over:
+            os.close(handle)
         if path != fresh:
             shutil.rmtree(fresh, ignore_errors=True)
+
+
+def _remove_in_background(path: Path, handle: int) -> None:
+    def remove() -> None:
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(handle)  # the lock goes with the directory
+
+    thread = threading.Thread(target=remove, name="scratch-removal")
+    with _removals_lock:
+        _removals.append(thread)
+    thread.start()
+
+
+def wait_for_removals() -> None:
+    """Until every background removal started so far has finished."""
+    with _removals_lock:
+        pending = list(_removals)
+        _removals.clear()
+    for thread in pending:
+        thread.join()
+
+
+atexit.register(wait_for_removals)
 
 
 def sweep(base: str | None = None, now: float | None = None) -> list[str]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -15,6 +18,7 @@ from plugin.errors import MissingPathError, RenderError
 from plugin.manifests.yamlio import load_one
 from plugin.placeholders.engine import EngineOptions, InputStream, ResolutionError, generate
 from plugin.placeholders.substitute import Rules
+from plugin.render import scratch
 from plugin.render.detect import detect, has_templates, renderable
 from plugin.render.process import (
     RENDERER_GC_DEFAULTS,
@@ -310,3 +314,26 @@ def test_helms_debug_hint_is_replaced_by_the_plugins_own() -> None:
     assert "Use --debug" not in text
     assert "plugin generate --verbose" in text
     assert "YAML parse error on c/templates/x.yaml" in text
+
+
+def test_no_scratch_removal_runs_while_a_renderer_is_forked(tmp_path: Path) -> None:
+    """`run` waits for background removals first: no thread runs while the process forks."""
+    plain_rmtree = shutil.rmtree
+
+    def slow_rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
+        if threading.current_thread().name == "scratch-removal":
+            time.sleep(0.3)
+        plain_rmtree(path, *args, **kwargs)
+
+    with mock.patch.object(scratch.shutil, "rmtree", slow_rmtree):
+        with scratch.scratch_directory(str(tmp_path), background=True) as path:
+            (path / "x").write_text("x")
+        run(
+            ["/bin/true"],
+            stage="true",
+            cwd=tmp_path,
+            env={"PATH": "/bin"},
+            deadline=Deadline.after(30),
+        )
+        assert not path.exists()
+        assert not any(t.name == "scratch-removal" for t in threading.enumerate())

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 from plugin.render import scratch
 
@@ -54,3 +58,44 @@ def test_a_live_render_is_never_swept_and_a_dead_one_is(tmp_path: Path) -> None:
     assert not left.exists() and not old.exists()
     assert young.exists()
     assert foreign.exists() == (os.geteuid() == 0)  # never swept
+
+
+def test_a_background_removal_keeps_the_lock_until_the_directory_is_gone(tmp_path: Path) -> None:
+    """The engine does not wait for the copy's deletion, and no sweep races it."""
+    base = str(tmp_path)
+    held = threading.Event()
+    release = threading.Event()
+    plain_rmtree = shutil.rmtree
+
+    def slow_rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
+        if threading.current_thread().name == "scratch-removal":
+            held.set()
+            release.wait(10)
+        plain_rmtree(path, *args, **kwargs)
+
+    with mock.patch.object(scratch.shutil, "rmtree", slow_rmtree):
+        with scratch.scratch_directory(base, background=True) as path:
+            (path / "chart.yaml").write_text("x")
+        # The block is left before the directory is removed...
+        assert held.wait(10) and path.is_dir()
+        assert scratch.sweep(base) == []  # ...and it stays locked while it is removed
+        release.set()
+        scratch.wait_for_removals()
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_process_waits_for_its_background_removals_at_exit(tmp_path: Path) -> None:
+    """Also when it ends as the zygote's worker does: exit functions, then `os._exit`."""
+    code = (
+        "import atexit, os\n"
+        "from plugin.render import scratch\n"
+        f"with scratch.scratch_directory({str(tmp_path)!r}, background=True) as path:\n"
+        "    for n in range(500):\n"
+        "        (path / f'f{n}').write_text('x')\n"
+        "atexit._run_exitfuncs()\n"
+        "os._exit(0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], check=False)
+    assert done.returncode == 0
+    assert list(tmp_path.iterdir()) == []
