@@ -64,8 +64,9 @@ PATHS_PER_PREFETCH_THREAD = 8
 #: read: three round trips or more), and when that took longer than this, the others are read
 #: with the backend's full concurrency, as before, so that a Vault more than a few
 #: milliseconds away is not read one path after another. (On a loaded two-core node the first
-#: read from a loopback Vault takes 5-25 ms while helm runs.)
-SLOW_FIRST_READ_SECONDS = 0.040
+#: read from a loopback Vault takes 5-25 ms while helm runs; past the threshold the reads are
+#: as parallel as before, plus the one round trip of reading the first path alone.)
+SLOW_FIRST_READ_SECONDS = 0.025
 
 #: Files whose first bytes hold a NUL are binary (packed charts, images): never scanned.
 _BINARY_PROBE = 8192
