@@ -4,8 +4,9 @@ Most documents that hold placeholders are block YAML whose placeholders are scal
 (`password: <path:kv/data/app#password>`). Constructing such a document as Python objects and
 writing it out again costs most of a large render's time, and loses its comments and layout.
 `scan_many` reads documents with libyaml's parser events only (no Python object is built for
-the document) and reports every value scalar that holds a `<`, with the exact span of text
-it occupies; `splice` writes new values into those spans, each as one line of YAML that
+the document), or, for documents of the simple form of one `key: value` per line, from their
+lines (`scan_simple`), and reports every value scalar that holds a `<`, with the exact span of
+text it occupies; `splice` writes new values into those spans, each as one line of YAML that
 go-yaml v2 (Argo CD's reader) reads back as that value. Everything else stays byte for byte,
 so Go reads it exactly as it read the input.
 
