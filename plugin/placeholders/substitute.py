@@ -40,7 +40,7 @@ FetchResults = Mapping[SecretRef, SecretData | BackendError]
 Memo = dict[tuple[str, str | None, "SecretRef | None", str], tuple[Any, "Status"]]
 #: What the scalars of scanned documents hold, by text: their placeholders (None: nothing to
 #: substitute) and the reads those need.
-PlanMemo = dict[str, tuple[list[grammar.Match] | None, list[SecretRef]]]
+PlanMemo = dict[str, tuple[list[grammar.Match] | None, frozenset[SecretRef]]]
 #: Resolved scalars of scanned documents of one run: (text, kind) -> the new value and each
 #: site's placeholder, status and detail.
 ScannedMemo = dict[tuple[str, str], tuple[Any, list[tuple[str, "Status", str]]]]
@@ -277,17 +277,22 @@ def _plan_scanned(document: Document, scan: Scan, rules: Rules, memo: PlanMemo) 
     return job
 
 
-def _scalar_plan(value: str, rules: Rules) -> tuple[list[grammar.Match] | None, list[SecretRef]]:
+def _scalar_plan(
+    value: str, rules: Rules
+) -> tuple[list[grammar.Match] | None, frozenset[SecretRef]]:
     """The placeholders of a scanned scalar (None when the substitution has nothing to do
-    there) and the reads they need (`_add_refs` for a document without annotations)."""
+    there) and the reads they need (`_add_refs` for a document without annotations).
+
+    A frozenset: adding it to a job's set reuses the hashes it keeps (a `SecretRef`'s own
+    hash is computed in Python at every call)."""
     matches = list(grammar.find(value, False))
     if not matches and _OPENING not in value:
-        return None, []
-    refs = [
+        return None, frozenset()
+    refs = frozenset(
         SecretRef(found.path, found.version, None)
         for found in (match.placeholder for match in matches)
         if found is not None and found.path is not None and path_allowed(rules, found.path)
-    ]
+    )
     return matches, refs
 
 
