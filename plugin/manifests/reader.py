@@ -317,15 +317,26 @@ def _has_content(chunk: str) -> bool:
     return _CONTENT_LINE.search(chunk) is not None
 
 
+# A double-quoted scalar may spell `<` as an escape; AVP looks for placeholders in the
+# decoded values, so such a document may hold one. Any case: over-matching costs only speed.
+_ESCAPED_OPENING = re.compile(r"\\(?:x3c|u003c|U0000003c)", re.IGNORECASE)
+
+
+def may_hold_placeholder(text: str) -> bool:
+    """False only when no value decoded from `text` can contain `<`: neither a `<` nor
+    an escape that decodes to one (`\\x3c`, `\\u003c`, `\\U0000003c`) is in it."""
+    return "<" in text or ("\\" in text and _ESCAPED_OPENING.search(text) is not None)
+
+
 def needs_parsing(raw: RawDocument) -> bool:
     """False when the document can be copied through untouched.
 
-    That is the case when it has no `<` at all (so no placeholder), no
+    That is the case when it has no `<` at all, not even escaped (so no placeholder), no
     `avp.kubernetes.io/` annotation to check, declares a top-level `kind`, and
     is not a Secret (whose base64 values may hide placeholders).
     """
     text = raw.text
-    if raw.is_json or "<" in text or "avp.kubernetes.io/" in text:
+    if raw.is_json or may_hold_placeholder(text) or "avp.kubernetes.io/" in text:
         return True
     kind = _TOP_LEVEL_KIND.search(text)
     return kind is None or kind.group(1) in _SECRET_SPELLINGS

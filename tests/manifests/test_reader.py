@@ -75,6 +75,18 @@ def test_pass_through_needs_no_parse() -> None:
     assert reader.needs_parsing(placeholder)
 
 
+@pytest.mark.parametrize(
+    "value", [r"\x3cpath:a#b>", r"\x3Cpath:a#b>", r"\u003cpath:a#b>", r"\U0000003Cpath:a#b>"]
+)
+def test_an_escaped_opening_needs_parsing(value: str) -> None:
+    """AVP finds placeholders in the decoded values, where the escape is a `<`."""
+    [doc] = split(f'kind: A\nx: "{value}"\n')
+    assert "<" not in doc.text
+    assert reader.needs_parsing(doc)
+    [plain] = split('kind: A\nx: "\\t and \\x3d"\n')
+    assert not reader.needs_parsing(plain)
+
+
 def test_untouched_documents_are_copied_byte_for_byte() -> None:
     text = "kind: A  # keep\nmetadata:\n  name: 'quoted'\n---\nkind: Secret\ndata:\n  k: dmFsdWU=\n"
 
