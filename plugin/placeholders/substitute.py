@@ -14,6 +14,7 @@ secret that contains `<path:…>` stays as is.
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import functools
 import json
@@ -676,8 +677,10 @@ class _Substitution:
     def _resolve(self, match: grammar.Match) -> tuple[Any, Status]:
         """The value of one placeholder; the same text in the same context is resolved once.
 
-        Only text, numbers, booleans and null are remembered: a map or list is made again
-        for each site, so that no two places of the output share one object.
+        Only text, numbers, booleans and null are remembered: a map or list is copied for
+        each site, so that no two places of the output share one object (the value as read,
+        or a part of it picked by jsonPath, is one object however often it is placed). A
+        shared object would be written as a YAML anchor and alias, which AVP never writes.
         """
         key = (match.text, self.notes.kv_version, self.job.annotation_ref, self.kind)
         known = self.memo.get(key)
@@ -686,6 +689,8 @@ class _Substitution:
         value, status = self._resolve_once(match)
         if value is None or isinstance(value, str | int | float):
             self.memo[key] = (value, status)
+        elif isinstance(value, dict | list):
+            value = copy.deepcopy(value)
         return value, status
 
     def _resolve_once(self, match: grammar.Match) -> tuple[Any, Status]:

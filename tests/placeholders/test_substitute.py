@@ -30,6 +30,7 @@ from plugin.placeholders.substitute import Rules, Status, field_path, plan, subs
 from plugin.secrets.base import SecretData, SecretRef
 from plugin.secrets.file import FileBackend
 from plugin.security.redact import Redactor
+from tests import real_cmp
 
 SECRETS: dict[str, Any] = {
     "kv/data/app": {"user": "alice", "port": 80, "tls": True, "map": {"a": 1}, "list": [1, 2]},
@@ -96,6 +97,44 @@ def test_generic_placeholders_need_the_annotation() -> None:
     assert doc["spec"]["u"] == "alice"
     [doc] = render("kind: X\nspec:\n  u: <user>\n")
     assert doc["spec"]["u"] == "<user>"
+
+
+@pytest.mark.parametrize("escape", [r"\x3c", r"\u003C", r"\U0000003c"])
+def test_an_escaped_opening_in_a_quoted_value_is_a_placeholder(escape: str) -> None:
+    """AVP decodes the YAML first, so `"\x3cpath:...>"` is a placeholder like any other."""
+    text = f'kind: X\nspec:\n  u: "{escape}path:kv/data/app#user>"\n  m: 1\n'
+    assert render(text) == [{"kind": "X", "spec": {"u": "alice", "m": 1}}]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (
+            "  a: <path:kv/data/app#map>\n  b: [<path:kv/data/app#map>]\n",
+            {"a": {"a": 1}, "b": [{"a": 1}]},
+        ),
+        (
+            "  a: <path:kv/data/app#list>\n  b: <path:kv/data/app#list>\n",
+            {"a": [1, 2], "b": [1, 2]},
+        ),
+    ],
+)
+def test_a_map_or_list_placed_twice_is_written_twice_without_anchors(
+    spec: str, expected: dict[str, Any]
+) -> None:
+    """The backend gives one object; AVP writes it out at each place, never `&id001`."""
+    text = "kind: X\nmetadata:\n  name: x1\nspec:\n" + spec
+    output = generate(
+        [InputStream("test.yaml", text)],
+        EngineOptions(rules=Rules(), skip_non_manifests=False),
+        CountingBackend,
+    )
+    assert "&" not in output
+    assert "*" not in output
+    document = {"kind": "X", "metadata": {"name": "x1"}, "spec": expected}
+    assert [doc for doc in load_all(output) if doc is not None] == [document]
+    if real_cmp.find("goyaml-json") is not None:
+        assert real_cmp.goyaml_json(output) == [document]
 
 
 def test_configmap_results_become_strings() -> None:
