@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -177,6 +178,24 @@ def test_a_plain_directory_with_chart_templates_says_so(
     assert "read as a plain directory" in run.stderr
     assert "templates/cm.yaml holds Helm template syntax" in run.stderr
     assert "Chart.yaml" in run.stderr
+
+
+def test_a_values_file_with_an_escaped_placeholder_is_resolved_before_helm(
+    tmp_path: Path, env: dict[str, str], helm3_bin: str
+) -> None:
+    """`"\\x3cpath:...>"` in values.yaml is a placeholder once decoded, as AVP reads YAML:
+    with RESOLVE_VALUES, Helm gets its value (here only its base64 reaches the output)."""
+    chart = tmp_path / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: c\nversion: 0.1.0\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "kind: ConfigMap\nmetadata:\n  name: x\ndata:\n  v: {{ .Values.v | b64enc }}\n"
+    )
+    (chart / "values.yaml").write_text('v: "\\x3cpath:app#user>"\n')
+    settings = {"HELM_BIN": helm3_bin, "ARGOCD_ENV_RESOLVE_VALUES": "true"}
+    run = run_plugin(["generate", str(chart)], {**env, **settings, "HOME": str(tmp_path)})
+    assert run.code == 0, run.stderr
+    assert f"v: {base64.b64encode(CANARY.encode()).decode()}" in run.stdout
 
 
 UNTERMINATED = (

@@ -24,6 +24,7 @@ from typing import Any
 from plugin.argocd.request import AppRequest
 from plugin.errors import ConfigError, RenderError
 from plugin.manifests.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_SETTING, InputStream, format_size
+from plugin.manifests.reader import may_hold_placeholder
 from plugin.manifests.yamlio import dump, load_one
 from plugin.placeholders import grammar
 from plugin.render import dependencies, detect, helm, isolated, kustomize, plain
@@ -585,7 +586,7 @@ def _resolve_values_phase(
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise RenderError(f"{name} is not valid UTF-8") from None
-        if "<" not in text:
+        if not may_hold_placeholder(text):
             continue
         data = _load_values_file(text, name)
         if data is None:
