@@ -82,6 +82,7 @@ from plugin.security.policy import Decision
 from plugin.security.policy import apply as apply_policy
 from plugin.security.redact import RedactingFormatter, RedactingStream, Redactor
 from plugin.serve import server as serve_command
+from plugin.serve.server import Report
 
 log = logging.getLogger("plugin")
 
@@ -216,14 +217,15 @@ def _add_config_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--disable-token-cache", action="store_true", help="never cache tokens")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, report: Report | None = None) -> int:
+    """Run the command line; `report` is the zygote worker's early status (`serve_entry`)."""
     redactor = Redactor()
     # Everything the plugin creates (scratch directories, caches, lock files) is private to
     # the sidecar's user whatever umask the container runtime set.
     previous_umask = os.umask(0o077)
     try:
         with _redacted_stderr(redactor), _scoped_logging():
-            return _main(argv, redactor)
+            return _main(argv, redactor, report)
     finally:
         if argv is not None:  # a test calling main(): leave its process as it was
             os.umask(previous_umask)
@@ -257,7 +259,12 @@ def _redacted_stderr(redactor: Redactor) -> Iterator[None]:
         sys.stderr = original
 
 
-def _main(argv: Sequence[str] | None, redactor: Redactor) -> int:
+def serve_entry(report: Report) -> int:
+    """What a zygote worker runs: this process's command line, with the worker's `report`."""
+    return main(report=report)
+
+
+def _main(argv: Sequence[str] | None, redactor: Redactor, report: Report | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(args_list)
@@ -275,7 +282,7 @@ def _main(argv: Sequence[str] | None, redactor: Redactor) -> int:
         if args.command == "discover":
             return _discover(Path(args.path), sys.stdout)
         if args.command == "serve":
-            return serve_command.run(args, os.environ, sys.stdout, entry=main, warm=warm_up)
+            return serve_command.run(args, os.environ, sys.stdout, entry=serve_entry, warm=warm_up)
         if args.command == "refs":
             return refs_command.run(args, os.environ, sys.stdout)
         if args.command == "watch":
@@ -283,7 +290,7 @@ def _main(argv: Sequence[str] | None, redactor: Redactor) -> int:
         _configure_logging(args, redactor)
         if argv is None:  # the real process (not a test calling main()): SIGTERM kills children
             install_signal_handlers()
-        return _run(args, os.environ, sys.stdin, sys.stdout, redactor)
+        return _run(args, os.environ, sys.stdin, sys.stdout, redactor, report=report)
     except TerminatedError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 143
@@ -368,6 +375,8 @@ def _run(
     stdin: TextIO,
     out: TextIO,
     redactor: Redactor | None = None,
+    *,
+    report: Report | None = None,
 ) -> int:
     started = process_started()
     redactor = redactor if redactor is not None else Redactor()
@@ -406,6 +415,12 @@ def _run(
             strict=settings.get_bool("PLUGIN_STRICT", False),
         )
     if code == 0 and recorder is not None:
+        if report is not None and not log.isEnabledFor(logging.INFO):
+            # Through the zygote, the client may exit now: the manifests are out and the
+            # record cannot change the exit status or print anything below --verbose (it
+            # catches every error and logs it at INFO; warnings go to logging, which then
+            # shows nothing of other libraries). With --verbose it logs: the status waits.
+            report(code)
         _record_references(recorder, environ, settings, decision)
     return code
 

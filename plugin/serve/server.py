@@ -57,6 +57,9 @@ READY_TIMEOUT_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 #: How often the zygote checks that its socket file is still its own.
 CHECK_INTERVAL_SECONDS = 30.0
+#: How long the supervisor lets a worker finish its after-work (the reference index record)
+#: once the client has its status; then the worker's process group is killed.
+AFTER_WORK_SECONDS = 30.0
 #: Libraries that the stages import lazily: imported by the zygote so children do not.
 THIRD_PARTY = (
     "yaml",
@@ -108,9 +111,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
 
 
+#: How a worker says "the command is over, this is its exit status" before its after-work (see
+#: `work`): called by the command line once everything it prints is out, at most once.
+Report = Callable[[int], None]
 #: The command line's entry point (`plugin.cli.main`), handed over by the command line itself:
-#: `serve` sits below `cli` in the import order.
-Entry = Callable[[], int]
+#: `serve` sits below `cli` in the import order. It gets the worker's `Report`.
+Entry = Callable[[Report], int]
 #: Work every request would otherwise repeat first, done once in the zygote before it forks
 #: (handed over by the command line: building its argument parser). It must not read a
 #: request's settings, build a backend or hold anything secret.
@@ -670,17 +676,23 @@ def supervise(conn: socket.socket, zygote: Zygote) -> int:
     conn.settimeout(None)
     _set_subreaper()
     scratch = _scratch(request.env, zygote)
+    report_read, report_write = os.pipe()  # close-on-exec: helm and kustomize never hold it
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the worker, measured through the client
         try:
             conn.close()
-            work(request, scratch, zygote.entry)
+            os.close(report_read)
+            work(request, scratch, zygote.entry, report_write)
         finally:
             os._exit(70)
+    os.close(report_write)
     _close_all(request.fds)
-    wait_status, client_gone = _watch(conn, pid)
-    sweep()  # before the status: when the client returns, no process of its render is left
-    if not client_gone:
+    try:
+        wait_status, client_gone, reported = _watch(conn, pid, report_read)
+    finally:
+        os.close(report_read)
+    sweep()  # when the client has the status, no process of its render is left but the worker
+    if not client_gone and not reported:
         if os.WIFSIGNALED(wait_status):
             reply = b"K%d\n" % os.WTERMSIG(wait_status)
         else:
@@ -693,17 +705,27 @@ def supervise(conn: socket.socket, zygote: Zygote) -> int:
     return 0
 
 
-def _watch(conn: socket.socket, pid: int) -> tuple[int, bool]:
-    """Wait for the worker; relay the client's signals; kill the worker if the client goes."""
+def _watch(conn: socket.socket, pid: int, report_fd: int) -> tuple[int, bool, bool]:
+    """Wait for the worker; relay the client's signals; kill the worker if the client goes.
+
+    Returns the worker's wait status, whether the client went away first, and whether the
+    client already has its status (the worker reported it early: `_early_status`).
+    """
     pidfd = os.pidfd_open(pid)
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     poller.register(conn.fileno(), select.POLLIN)
+    poller.register(report_fd, select.POLLIN)
     try:
         while True:
             for fd, _ in poller.poll():
                 if fd == pidfd:
-                    return os.waitpid(pid, 0)[1], False
+                    return os.waitpid(pid, 0)[1], False, False
+                if fd == report_fd:
+                    poller.unregister(report_fd)
+                    if _early_status(conn, pid, report_fd):
+                        return _after_work(pidfd, pid), False, True
+                    continue
                 try:
                     data = conn.recv(64)
                 except OSError:
@@ -711,13 +733,45 @@ def _watch(conn: socket.socket, pid: int) -> tuple[int, bool]:
                 if not data:  # the client exited or was killed: so is its render
                     with contextlib.suppress(OSError):
                         os.killpg(pid, signal.SIGKILL)
-                    return os.waitpid(pid, 0)[1], True
+                    return os.waitpid(pid, 0)[1], True, False
                 for byte in data:
                     if byte in b"TI":
                         with contextlib.suppress(OSError):
                             os.kill(pid, signal.SIGTERM if byte == ord("T") else signal.SIGINT)
     finally:
         os.close(pidfd)
+
+
+def _early_status(conn: socket.socket, pid: int, report_fd: int) -> bool:
+    """Forward the status the worker reported before its after-work; False to wait as before.
+
+    The worker reports only once its command has printed everything and it has closed its
+    copies of the client's stdin, stdout and stderr (see `work`). The status goes out at once
+    only when no process but the worker is left under this supervisor: an orphan of the render
+    (a helm plugin that stayed behind) may hold the client's stdout, which Argo CD reads to its
+    end, so then the sweep comes first, as for a worker that did not report.
+    """
+    try:
+        data = os.read(report_fd, 16)
+    except OSError:
+        return False
+    if not (data.endswith(b"\n") and data[:-1].isdigit()):
+        return False  # the worker ended (or failed) before reporting: its exit status says it
+    if set(children_of(os.getpid())) != {pid}:
+        return False
+    with contextlib.suppress(OSError):
+        conn.sendall(b"S" + data)
+    return True
+
+
+def _after_work(pidfd: int, pid: int) -> int:
+    """Wait for a worker whose client has its status (bounded: `AFTER_WORK_SECONDS`)."""
+    ready, _, _ = select.select([pidfd], [], [], AFTER_WORK_SECONDS)
+    if not ready:
+        _say("a worker's after-work outlasted its limit; killed")
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+    return os.waitpid(pid, 0)[1]
 
 
 def _stream(fd: int, spec: tuple[str, str, bool, bool], write: bool) -> io.TextIOWrapper:
@@ -741,7 +795,47 @@ def _stream(fd: int, spec: tuple[str, str, bool, bool], write: bool) -> io.TextI
     )
 
 
-def work(request: Request, scratch: str, entry: Entry) -> None:
+class _Reporter:
+    """The worker's early status (`Report`): the client may go on while the after-work runs.
+
+    Called by the command line when everything it prints is out (before the reference index
+    record of a successful `generate`), else by `work` once the command returned and its
+    streams are flushed. It flushes the standard streams once more, replaces the client's
+    stdin, stdout and stderr with /dev/null (this process held the last copies; Argo CD reads
+    stdout to its end, so the client's exit alone does not end the request), then writes the
+    status to the supervisor, which forwards it. Nothing is reported while a child process of
+    the worker is alive (it may hold those descriptors): then the supervisor's sweep comes
+    first, as before. Whatever happens afterwards, the worker exits with the status reported.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.code: int | None = None
+
+    def __call__(self, code: int) -> None:
+        if self.code is not None or self.fd < 0:
+            return
+        try:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            if children_of(os.getpid()):
+                return
+            null = os.open(os.devnull, os.O_RDWR)
+            for target in (0, 1, 2):
+                os.dup2(null, target)
+            os.close(null)
+            self.code = code & 0xFF
+            os.write(self.fd, b"%d\n" % self.code)
+        except Exception:
+            return  # the supervisor waits for this process's exit status instead
+        finally:
+            if self.code is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self.fd)
+                self.fd = -1
+
+
+def work(request: Request, scratch: str, entry: Entry, report_fd: int = -1) -> None:
     """The worker: become the client's process, run the command line, exit with its status."""
     import fcntl
 
@@ -763,9 +857,10 @@ def work(request: Request, scratch: str, entry: Entry) -> None:
     sys.stdin = _stream(0, request.stdio[0], write=False)
     sys.stdout = _stream(1, request.stdio[1], write=True)
     sys.stderr = _stream(2, request.stdio[2], write=True)
+    report = _Reporter(report_fd)
     code: int = 1
     try:
-        code = entry()
+        code = entry(report)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
@@ -777,4 +872,8 @@ def work(request: Request, scratch: str, entry: Entry) -> None:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(BaseException):
                 stream.flush()
-        os._exit(code & 0xFF)
+        # Reported here when the command line did not: only the process's exit is left, which
+        # for a process of this size (unmapping the zygote's heap) is not free.
+        with contextlib.suppress(BaseException):
+            report(code)
+        os._exit(report.code if report.code is not None else code & 0xFF)

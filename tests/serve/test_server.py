@@ -13,7 +13,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import pytest
 
 from plugin.serve import client, server
 from tests.serve.support import PYTHON as PYTHON_BIN
-from tests.serve.support import ROOT, Zygote, file_env, plugin, serve_exec
+from tests.serve.support import ROOT, Zygote, descendants, file_env, plugin, serve_exec
 
 CANARY = "canary-serve-Zq81x"
 MANIFEST = (
@@ -439,3 +441,89 @@ def test_the_scratch_directory_is_found_without_probing_unless_tmpdir_differs(
         check=True,
     )
     assert proc.stdout.split() == ["True", "True"]
+
+
+#: A zygote whose workers wait, before the reference index record of a successful generate,
+#: until the test opens the FIFO named by the request's SERVE_TEST_GATE (a test's own zygote:
+#: the plugin has no such hook). The record is the after-work the early status does not wait for.
+GATED_ZYGOTE = """
+import os, sys
+from plugin import cli
+recorded = cli._record_references
+def gated(*args, **kwargs):
+    with open(os.environ["SERVE_TEST_GATE"], "rb") as gate:
+        gate.read()
+    return recorded(*args, **kwargs)
+cli._record_references = gated
+sys.exit(cli.main())
+"""
+
+
+def _records(env: dict[str, str]) -> list[Path]:
+    return sorted((Path(env["PLUGIN_CACHE_DIR"]) / "rotation" / "apps").glob("*.json"))
+
+
+def _wait_until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def _open_gate(gate: Path) -> None:
+    with gate.open("wb"):
+        pass  # the worker's open() returns, its read() sees the end: the record goes on
+
+
+def test_the_client_has_its_status_and_output_while_the_after_work_runs(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The early status: the worker reports once the manifests are out and it has closed the
+    client's stdio; the reference index record runs after the client exited (here it waits
+    for the test), then the worker, its process group and its scratch directory are gone."""
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    scratch_parent = tmp_path / "tmp"
+    scratch_parent.mkdir()
+    env = {**env, "ARGOCD_APP_NAME": "app", "ARGOCD_APP_NAMESPACE": "ns"}
+    zygote = Zygote(env, command=(PYTHON_BIN, "-c", GATED_ZYGOTE))
+    try:
+        (tmp_path / "m.yaml").write_text(MANIFEST)
+        request_env = {**env, "SERVE_TEST_GATE": str(gate), "TMPDIR": str(scratch_parent)}
+        inproc_env = {**request_env, "PLUGIN_SERVE": "off"}
+        argv = ["generate", str(tmp_path / "m.yaml")]
+        try:
+            # communicate() returns once the client exited AND its stdout and stderr reached
+            # their end: no process holds them while the worker waits at the gate.
+            served = plugin(argv, request_env, timeout=60)
+            assert not _records(env), "the record was written before the status"
+            assert list(scratch_parent.iterdir()), "the worker's scratch is there while it works"
+            workers = descendants(zygote.proc.pid)
+            assert workers, "the after-work is not running"
+        finally:
+            _open_gate(gate)
+        _wait_until(lambda: bool(_records(env)), "the after-work did not record the render")
+        _wait_until(lambda: not descendants(zygote.proc.pid), "the worker did not end")
+        _wait_until(lambda: not list(scratch_parent.iterdir()), "the scratch was not removed")
+        threading.Timer(0.5, _open_gate, [gate]).start()  # the in-process run waits there too
+        inproc = plugin(argv, inproc_env)
+        assert (served.code, served.stdout, served.stderr) == (
+            inproc.code,
+            inproc.stdout,
+            inproc.stderr,
+        )
+        assert served.code == 0 and CANARY.encode() in served.stdout
+    finally:
+        zygote.stop()
+
+
+def test_with_verbose_the_status_waits_for_the_record_it_logs(
+    tmp_path: Path, env: dict[str, str], zygote: Zygote
+) -> None:
+    """Under --verbose the record logs a line: the status (and stderr's end) come after it."""
+    env = {**env, "ARGOCD_APP_NAME": "app", "ARGOCD_APP_NAMESPACE": "ns"}
+    (tmp_path / "m.yaml").write_text(MANIFEST)
+    inproc, served = both_ways(["generate", "--verbose", str(tmp_path / "m.yaml")], env)
+    assert served.code == inproc.code == 0  # type: ignore[attr-defined]
+    last = b"plugin: reference index: 1 references recorded\n"
+    assert served.stderr.endswith(last) and inproc.stderr.endswith(last)  # type: ignore[attr-defined]
