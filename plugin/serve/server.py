@@ -10,15 +10,22 @@ Process tree for one request (all in the sidecar, all with the plugin's UID):
           |           it exited or Argo CD SIGKILLed it) kills the worker's process group and
           |           every process left under it (it is a child subreaper, so helm and
           |           kustomize, which run in process groups of their own, come back to it);
-          |           then removes the scratch directory and sends the exit status
+          |           sends the exit status, then removes the scratch directory
           +- worker       its own session and process group; the client's stdio on 0/1/2, its
                           working directory, umask, environment and argv; runs
                           `plugin.cli.main()` exactly as an in-process run does, then exits
 
+Early status: once the command has printed everything, the worker closes its copies of the
+client's stdio and reports its exit status on a pipe (`_Reporter`); the supervisor forwards it
+at once when no other process of the render is left, while the worker finishes its after-work
+(the reference index record of a successful `generate`, its own exit). The supervisor still
+waits for the worker, kills its process group and removes the scratch directory.
+
 Nothing of a request outlives it: the worker and the supervisor exit, and the zygote never
 saw the request's bytes. The zygote replaces itself (exec, keeping the listening socket, so
 no client is turned away) after `PLUGIN_SERVE_MAX_REQUESTS` requests and when a file of the
-plugin changed on disk; a client that arrives while it is stale renders in its own process.
+plugin changes on disk (the kernel tells it: `CodeWatch`; where inotify is missing, it compares
+the files before each request and a client that arrives while it is stale renders itself).
 """
 
 from __future__ import annotations
@@ -40,10 +47,10 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 from plugin import __version__
 from plugin.errors import ConfigError, UsageError
@@ -283,6 +290,56 @@ def code_stamp() -> dict[str, tuple[int, int, int]]:
     return stamp
 
 
+#: inotify (linux/inotify.h): a watched file was written, had its attributes (mtime, links)
+#: changed, was moved or deleted; the descriptor is non-blocking and close-on-exec.
+_IN_MODIFY, _IN_ATTRIB, _IN_MOVE_SELF, _IN_DELETE_SELF = 0x2, 0x4, 0x800, 0x400
+_IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+
+
+class CodeWatch:
+    """The kernel tells the zygote when a loaded module file of the plugin changes (inotify).
+
+    Comparing `code_stamp()` before each request cost a stat() per module (75) on every
+    request's path; the watch costs nothing until a file changes. An event only says "look":
+    the zygote then compares the stamp, so an event that changed nothing that counts (a
+    `touch` keeping the size and the mtime) does not restart it. A file replaced by a rename
+    loses its last link, which is an event of the old file (IN_ATTRIB, then IN_DELETE_SELF).
+    """
+
+    MASK = _IN_MODIFY | _IN_ATTRIB | _IN_MOVE_SELF | _IN_DELETE_SELF
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    @classmethod
+    def start(cls, files: Iterable[str]) -> CodeWatch | None:
+        """A watch on `files`, or None (no inotify, or a limit reached): then every request
+        compares the stamp, as before the watch existed."""
+        libc = _libc()
+        try:
+            fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC) if libc is not None else -1
+        except AttributeError:
+            fd = -1
+        if fd < 0:
+            return None
+        assert libc is not None
+        for name in files:
+            if libc.inotify_add_watch(fd, os.fsencode(name), cls.MASK) < 0:
+                os.close(fd)
+                return None
+        return cls(fd)
+
+    def drain(self) -> None:
+        """Read the pending events (their content does not matter: the stamp decides)."""
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while os.read(self.fd, 65536):
+                pass
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
 def _ensure_standard_fds() -> None:
     """0, 1 and 2 are open (on /dev/null if need be): received descriptors never land there."""
     for fd in (0, 1, 2):
@@ -348,6 +405,8 @@ class Zygote:
     stamp: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     #: TMPDIR, TEMP and TMP of the zygote, whose temporary directory `tempfile` has found.
     temp_settings: tuple[str | None, ...] = ()
+    #: Changes of the module files, told by the kernel; None: the stamp is compared per request.
+    watch: CodeWatch | None = None
 
     def own_socket(self) -> bool:
         """The socket file at `path` is still this zygote's (not removed or replaced)."""
@@ -371,15 +430,34 @@ class Zygote:
 
     def loop(self) -> None:
         self.listener.settimeout(CHECK_INTERVAL_SECONDS)
+        poller = select.poll()
+        poller.register(self.listener.fileno(), select.POLLIN)
+        if self.watch is not None:
+            poller.register(self.watch.fd, select.POLLIN)
         while True:
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
+            ready = {fd for fd, _ in poller.poll(CHECK_INTERVAL_SECONDS * 1000)}
+            if not ready:
                 if not self.own_socket():
                     _say(f"{self.path} is no longer this zygote's socket; stopping")
                     return
+                self.restart_if_changed()  # idle: a missed event costs nobody anything
                 continue
-            self.dispatch(conn)
+            if self.watch is not None and self.watch.fd in ready:
+                # Before the connection that may be waiting: it is then served by the new
+                # zygote (the socket and its queue survive the exec), never by stale code.
+                self.watch.drain()
+                self.restart_if_changed()
+            if self.listener.fileno() in ready:
+                try:
+                    conn, _ = self.listener.accept()
+                except (BlockingIOError, TimeoutError, InterruptedError):
+                    continue
+                self.dispatch(conn)
+
+    def restart_if_changed(self) -> None:
+        if code_stamp() != self.stamp:
+            _say("the plugin's code changed on disk; restarting")
+            self.restart()
 
     def dispatch(self, conn: socket.socket) -> None:
         with conn:
@@ -390,7 +468,7 @@ class Zygote:
             if uid != os.getuid():
                 _say(f"refused a connection from UID {uid}")
                 return
-            if code_stamp() != self.stamp:
+            if self.watch is None and code_stamp() != self.stamp:
                 _say("the plugin's code changed on disk; restarting")
                 conn.close()
                 self.restart()
@@ -399,6 +477,8 @@ class Zygote:
                 code = 1
                 try:
                     self.listener.close()
+                    if self.watch is not None:
+                        self.watch.close()
                     code = supervise(conn, self)
                 except BaseException:
                     code = 1
@@ -453,7 +533,9 @@ def serve(
         zygote.inode = (info.st_dev, info.st_ino)
     try:
         preload(warm)
-        zygote.stamp = code_stamp()
+        loaded = code_stamp()
+        zygote.watch = CodeWatch.start(loaded)  # before the stamp: no change falls between
+        zygote.stamp = code_stamp() if zygote.watch is not None else loaded
         tempfile.gettempdir()
         zygote.temp_settings = temp_settings()
         signal.signal(signal.SIGCHLD, _reap)
@@ -559,14 +641,23 @@ def _refuse(conn: socket.socket, reason: str) -> None:
 
 
 @functools.cache
-def _prctl() -> Callable[..., int] | None:
-    """libc's prctl, looked up once (the zygote does it before forking: the first ctypes call
-    of a process sets up libffi, which writes a probe file)."""
+def _libc() -> Any:
+    """The C library (ctypes), loaded once."""
     import ctypes
 
     try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once (the zygote does it before forking: the first ctypes call
+    of a process sets up libffi, which writes a probe file)."""
+    try:
+        return _libc().prctl  # type: ignore[no-any-return]
+    except AttributeError:
         return None
 
 

@@ -9,6 +9,7 @@ replaces itself after N requests and when its code changes.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -270,28 +271,59 @@ def test_the_zygote_replaces_itself_after_max_requests(tmp_path: Path, env: dict
 
 
 def test_a_code_change_on_disk_restarts_the_zygote(tmp_path: Path, env: dict[str, str]) -> None:
-    """A copy of the package is served; touching one of its files makes the zygote re-exec."""
+    """A copy of the package is served; changing one of its files makes the zygote re-exec
+    before the next request, which is never served by the code it had loaded."""
     install = tmp_path / "install"
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(ROOT / "plugin", install / "plugin", ignore=ignore)
     env = {**env, "PYTHONPATH": str(install)}
     zygote = Zygote(env)
     try:
-        (tmp_path / "m.yaml").write_text(MANIFEST)
-        module = install / "plugin" / "placeholders" / "modifiers.py"
-        module.write_text(module.read_text() + "\n# changed\n")
-        run = plugin(["generate", "--verbose", str(tmp_path / "m.yaml")], env)
-        assert run.code == 0 and CANARY.encode() in run.stdout
-        assert b"rendering in this process" in run.stderr  # the stale zygote did not serve it
+        assert b"docs/configuration.md" in plugin(["--help"], env).stdout
+        module = install / "plugin" / "cli.py"
+        module.write_text(module.read_text().replace("docs/configuration.md", "docs/changed.md"))
+        run = plugin(["--help"], env)
+        assert run.code == 0 and b"docs/changed.md" in run.stdout, "served by stale code"
         deadline = time.monotonic() + 60
         while zygote.status() is None:
             assert time.monotonic() < deadline, "the zygote did not come back"
             time.sleep(0.2)
         before = zygote.served()
-        plugin(["generate", str(tmp_path / "m.yaml")], env)
+        again = plugin(["--help"], env)
         assert zygote.served() == before + 2  # --status and the render: served again
+        assert b"docs/changed.md" in again.stdout
+        zygote.stop()
+        assert "the plugin's code changed on disk; restarting" in zygote.stderr()
     finally:
         zygote.stop()
+
+
+def test_a_request_does_not_stat_every_module_when_the_kernel_watches_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With inotify the stamp is compared when a file changed, not on each request's path."""
+    module = tmp_path / "module.py"
+    module.write_text("x = 1\n")
+    watch = server.CodeWatch.start([str(module)])
+    assert watch is not None
+    compared: list[int] = []
+    monkeypatch.setattr(server, "code_stamp", lambda: compared.append(1) or {})
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    zygote = server.Zygote(listener, str(tmp_path / "s.sock"), 10, lambda report: 0, watch=watch)
+    ours, theirs = socket.socketpair()
+    theirs.close()  # the supervisor reads the end of the request, refuses it and exits
+    try:
+        zygote.dispatch(ours)
+        os.wait()
+        assert zygote.served == 1 and compared == []
+        assert not select.select([watch.fd], [], [], 0)[0]
+        module.write_text("x = 22\n")
+        assert select.select([watch.fd], [], [], 10)[0], "inotify did not report the change"
+        watch.drain()
+        assert not select.select([watch.fd], [], [], 0)[0]
+    finally:
+        listener.close()
+        watch.close()
 
 
 def test_status_without_a_zygote_exits_1(env: dict[str, str]) -> None:
