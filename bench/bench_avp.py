@@ -32,7 +32,9 @@ over.
 The image runs `plugin` through a launcher (`python -IS`, see plugin/serve/launcher.py), not
 pip's console script. Write one for the wheel venv, next to pip's, and measure it against
 pip's in the same rounds (`--compare` adds the variant `zygote-compare`: the other executable
-through the same zygote, and its per-round ratio to `zygote`):
+through a zygote of its own, started from it on a second socket, and its per-round ratio to
+`zygote`). The other executable may belong to another installation: an older version in a
+second venv, to measure a change of the zygote itself against the old one, round by round:
 
     /tmp/bv/bin/python -I -m plugin.serve.launcher /tmp/bv/bin/plugin-launcher
     ... bench/bench_avp.py --plugin /tmp/bv/bin/plugin-launcher --compare /tmp/bv/bin/plugin \
@@ -61,6 +63,8 @@ sys.path.insert(0, str(REPO))
 from bench.bench_engine import workload_plain  # noqa: E402
 from tests.conftest import OpenBao, find_tool  # noqa: E402
 from tests.integration.test_vault_support import FaultProxy, RootAPI  # noqa: E402
+
+SOCKET = "PLUGIN_SERVE_SOCKET"
 
 
 @dataclass
@@ -283,6 +287,7 @@ def main() -> None:
         server = OpenBao(bao, root)
         server.start()
         zygote: subprocess.Popen[bytes] | None = None
+        compare_zygote: subprocess.Popen[bytes] | None = None
         try:
             api = RootAPI(server.addr, server.root_token)
             proxy = FaultProxy(server.addr)
@@ -309,6 +314,20 @@ def main() -> None:
                 [args.plugin, "serve", "--status"], env=env, capture_output=True, check=False
             ).returncode:
                 time.sleep(0.2)
+            # The compared executable gets a zygote of its own (it may be another installation,
+            # which the first zygote would refuse): same settings, another socket.
+            compare_env = {**env, "PLUGIN_SERVE_SOCKET": str(root / "run2" / "serve.sock")}
+            if args.compare:
+                compare_zygote = subprocess.Popen(
+                    [args.compare, "serve"], env=compare_env, cwd=root, stderr=subprocess.DEVNULL
+                )
+                while subprocess.run(
+                    [args.compare, "serve", "--status"],
+                    env=compare_env,
+                    capture_output=True,
+                    check=False,
+                ).returncode:
+                    time.sleep(0.2)
             off = {"PLUGIN_SERVE": "off"}
 
             def variants(
@@ -323,7 +342,14 @@ def main() -> None:
                 ]
                 if args.compare:
                     other = [args.compare, *plugin_argv[1:]]
-                    found.append(Variant("zygote-compare", lambda e: run_one(other, e, cwd, stdin)))
+                    found.append(
+                        Variant(
+                            "zygote-compare",
+                            lambda e: run_one(
+                                other, {**e, "PLUGIN_SERVE_SOCKET": compare_env[SOCKET]}, cwd, stdin
+                            ),
+                        )
+                    )
                 if avp_run is not None:
                     found.append(Variant("avp", avp_run))
                 return found
@@ -399,9 +425,10 @@ def main() -> None:
                 cases = variants([args.plugin, "generate", "-"], avp_stdin(path), root, path)
                 measure("W3 50 MB, no placeholder", cases, env, 3, proxy)
         finally:
-            if zygote is not None:
-                zygote.terminate()
-                zygote.wait()
+            for started in (zygote, compare_zygote):
+                if started is not None:
+                    started.terminate()
+                    started.wait()
             server.stop()
     print(f"# done; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
