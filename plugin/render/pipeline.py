@@ -30,7 +30,7 @@ from plugin.placeholders import grammar
 from plugin.render import dependencies, detect, helm, isolated, kustomize, plain
 from plugin.render.copying import CopyLimits, copy_tree
 from plugin.render.process import Completed, Confinement, Deadline, child_environment, run
-from plugin.render.scratch import scratch_directory, wait_for_removals
+from plugin.render.scratch import scratch_directory
 from plugin.render.staging import StagedFile, Staging
 from plugin.render.values_secrets import SharedReads
 from plugin.security import sandbox
@@ -154,9 +154,6 @@ _ROOT_DEPENDENT = ("does not exist", "outside the repository", "matches no file"
 
 def _render(app_dir: Path, repo_root: Path, ctx: RenderContext) -> RenderResult:
     request = ctx.request
-    # A second render (RESOLVE_VALUES=auto) forks the Jinja2 stage or the renderer: the first
-    # one's scratch removal must be over (no thread runs while the process forks).
-    wait_for_removals()
     templated = detect.has_templates(app_dir)
     kind = detect.detect(app_dir, request.source_type)
     if kind == detect.DIRECTORY and not templated:

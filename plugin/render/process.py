@@ -44,7 +44,6 @@ from typing import IO, cast
 
 from plugin.errors import PluginError, RenderError
 from plugin.manifests.inputs import MAX_INPUT_SETTING, format_size
-from plugin.render import scratch
 from plugin.security import sandbox
 from plugin.security.redact import Redactor
 
@@ -459,7 +458,6 @@ def run(
     nor has threads running while the process forks.
     """
     deadline.check(stage)
-    scratch.wait_for_removals()  # no thread may run while the child is forked
     started = time.monotonic()
     prepared = None
     if confinement is not None:

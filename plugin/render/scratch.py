@@ -17,9 +17,10 @@ The render's own removal may run in the background (`scratch_directory(backgroun
 the directory is no longer read once the renderer has exited, and removing a chart's copy
 (1-6 ms of unlink and rmdir on a shared disk) then overlaps with the secrets engine instead of
 delaying it. The lock is held until the directory is gone, so no sweep races the removal.
-`wait_for_removals()` waits for them: before a renderer is forked (no thread runs while the
-process forks, see `plugin.render.process`) and at exit (`atexit`, which the zygote's worker
-also runs before it exits); a process killed first leaves a directory the next sweep removes.
+`wait_for_removals()` waits for them before any fork of the process (`os.register_at_fork`:
+a renderer, the Jinja2 stage's child, a second render's; no thread may run while the process
+forks, see `plugin.render.process`) and at exit (`atexit`, which the zygote's worker also runs
+before it exits); a process killed first leaves a directory the next sweep removes.
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ def wait_for_removals() -> None:
 
 
 atexit.register(wait_for_removals)
+# Every fork, wherever it is made (subprocess runs the hooks when it has a `preexec_fn`, as
+# every renderer start does): one mechanism instead of a call before each fork site.
+os.register_at_fork(before=wait_for_removals)
 
 
 def sweep(base: str | None = None, now: float | None = None) -> list[str]:
