@@ -151,12 +151,20 @@ def _scan_libyaml(parser_class: type[Any], texts: list[str]) -> list[Scan | None
 # ---------------------------------------------------------------- the simple form
 
 #: A line's value as the simple form allows it, from the `: ` after its key to the end of
-#: the line: printable ASCII, not starting with an indicator (or the reserved `@` and
-#: `` ` ``), no `:` before a blank or the end (libyaml would read a key there, or refuse
-#: it), not ending with a space. (Non-ASCII text and comments, ` #`, are ruled out first.)
+#: the line, in printable ASCII: plain (not starting with an indicator, or the reserved `@`
+#: and `` ` ``; no `:` before a blank or the end, where libyaml would read a key or refuse
+#: it; no ` #`, a comment; not ending with a space), or quoted on the line without anything
+#: to decode (`"..."` without `"` or `\`, `'...'` without `'`). Non-ASCII text is ruled out
+#: first.
+#: (Possessive repeats: a value ends at the end of its line, so giving characters back could
+#: never let the match succeed; they only cost time.)
 _VALUE = re.compile(
-    r": [^\x00-\x20\x7f\-?:,\[\]{}#&*!|>'\"%@`](?:[ -9;-~]|:(?=[!-~]))*(?<! )(?=\n|\Z)"
+    r": (?:\"[ !#-\[\]-~]*+\"|'[ -&(-~]*+'"
+    r"|[^\x00-\x20\x7f\-?:,\[\]{}#&*!|>'\"%@`](?:[!-9;-~]++|:(?=[!-~])| (?!#))*+(?<! ))"
+    r"(?=\n|\Z)"
 )
+#: Full-line comments before the root mapping (Helm's `# Source: chart/templates/x.yaml`).
+_LEADING_COMMENTS = re.compile(r"(?:#[ -~]*\n)*")
 #: What replaces each value: the text that is left is the document's shape. Not ASCII, so
 #: it cannot come from the text itself; a value the form does not allow is left in place,
 #: and the shape's line then fails `_SHAPE_LINE`.
@@ -166,6 +174,7 @@ _VALUE_MARK = ":\u00a7"
 _SHAPE_LINE = re.compile("( *)([A-Za-z0-9_][A-Za-z0-9_./-]{0,999}):(\u00a7?)")
 #: Longer shapes are left to libyaml (the shapes of one batch are kept while it is scanned).
 _MAX_SHAPE = 16384
+_QUOTES = "\"'"
 
 
 class _Shape(NamedTuple):
@@ -184,19 +193,23 @@ def scan_simple(text: str, shapes: dict[str, _Shape | None] | None = None) -> Sc
     """The `Scan` libyaml's events give for a document of the simple form, read without
     libyaml; None for any other document (libyaml then reads it).
 
-    The simple form is the usual shape of a rendered ConfigMap or Secret-free object header:
-    only block mappings, each line `key:` or `key: value` (one space), keys made of
-    letters, digits and `_./-`, values plain printable ASCII that no line could continue
-    (see `_VALUE`), nesting by indentation, the root at column 0; no blank line,
-    comment, tab, quote, sequence, flow collection or document marker. Every such text is
-    valid YAML whose events follow from its lines alone. Many documents of a render share
-    a shape (the same keys at the same places): `shapes` keeps each shape's reading, so a
-    document costs a few regular-expression passes. The equivalence with the event walk is
-    tested against libyaml on random documents (tests/manifests/test_splice.py).
+    The simple form is the usual shape of a rendered ConfigMap or Secret-free object header,
+    as Helm writes it: full-line comments at column 0 first (`# Source: …`), then only block
+    mappings, each line `key:` or `key: value` (one space), keys made of letters, digits and
+    `_./-`, values printable ASCII on their line, plain (that no line could continue) or
+    quoted without escapes (see `_VALUE`), nesting by indentation, the root at column 0; no
+    blank line, other comment, tab, sequence, flow collection or document marker. Every
+    such text is valid YAML whose events follow from its lines alone. Many documents of a
+    render share a shape (the same keys at the same places): `shapes` keeps each shape's
+    reading, so a document costs a few regular-expression passes. The equivalence with the
+    event walk is tested against libyaml on random documents (tests/manifests/test_splice.py).
     """
-    if not text.isascii() or " #" in text:
+    if not text.isascii():
         return None
-    skeleton = _VALUE.sub(_VALUE_MARK, text)
+    comments = _LEADING_COMMENTS.match(text)
+    head = comments.end() if comments is not None else 0
+    body = text[head:] if head else text
+    skeleton = _VALUE.sub(_VALUE_MARK, body)
     if len(skeleton) > _MAX_SHAPE:
         return None
     if shapes is None:
@@ -209,26 +222,31 @@ def scan_simple(text: str, shapes: dict[str, _Shape | None] | None = None) -> Sc
         return None
     kind = name = None
     if shape.kind_line is not None or shape.name_line is not None:
-        lines = text.split("\n")
+        lines = body.split("\n")
         kind = _line_value(shape, lines, shape.kind_line)
         name = _line_value(shape, lines, shape.name_line)
     scalars: list[Scalar] = []
-    at = text.find("<")
+    at = body.find("<")
     line = counted = 0
     while at != -1:
-        line_start = text.rfind("\n", 0, at) + 1
-        line_end = text.find("\n", at)
+        line_start = body.rfind("\n", 0, at) + 1
+        line_end = body.find("\n", at)
         if line_end == -1:
-            line_end = len(text)
-        line += text.count("\n", counted, line_start)
+            line_end = len(body)
+        line += body.count("\n", counted, line_start)
         counted = line_start
         entry = shape.lines[line]
         if entry is None:  # pragma: no cover - a `key:` line holds no `<` (the key regex)
             return None
         path, column = entry
         start = line_start + column
-        scalars.append(Scalar(path, text[start:line_end], start, line_end, "", False))
-        at = text.find("<", line_end)
+        style = body[start]
+        if style in _QUOTES:
+            value = body[start + 1 : line_end - 1]
+        else:
+            value, style = body[start:line_end], ""
+        scalars.append(Scalar(path, value, head + start, head + line_end, style, False))
+        at = body.find("<", line_end)
     return Scan(kind, name, shape.annotation_keys, tuple(scalars))
 
 
@@ -239,6 +257,8 @@ def _line_value(shape: _Shape, lines: list[str], line: int | None) -> str | None
     entry = shape.lines[line]
     assert entry is not None
     value = lines[line][entry[1] :]
+    if value and value[0] in _QUOTES:
+        return value[1:-1]  # quoted: text whatever it spells
     return None if goresolve.retyped(value) else value
 
 

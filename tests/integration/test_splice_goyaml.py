@@ -234,6 +234,29 @@ def _document(draw: st.DrawFn) -> str:
     return "\n".join(head + body) + "\n"
 
 
+# Helm's output: `# Source:` first, values as `quote` and `squote` write them (the simple form
+# `splice.scan_simple` reads without libyaml when nothing in them needs decoding).
+_HELM_WORDS = st.sampled_from(["pre", "x: y", "a #b", "'", '"', "1", "{", "-", " ", "\\", "é"])
+
+
+@st.composite
+def _helm_document(draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(["ConfigMap", "Deployment", "Secret", '"y"', "'ConfigMap'"]))
+    name = draw(st.sampled_from(["app", '"1"', "'quoted'", _double(_placeholder(0, ""))]))
+    lines = ["# Source: app/templates/x.yaml", "apiVersion: v1", f"kind: {kind}", "metadata:"]
+    lines += [f"  name: {name}", "data:"]
+    for key in draw(st.lists(_KEYS.filter(str.isalpha), min_size=1, max_size=5, unique=True)):
+        holder, pre, post = draw(_PLACEHOLDERS), draw(_HELM_WORDS), draw(_HELM_WORDS)
+        value = draw(
+            st.sampled_from(
+                [_double(holder), _single(holder), _double(pre + holder + post),
+                 _single(pre + holder + post), f'"{pre}{holder}{post}"', holder, '"12"', "12"]
+            )
+        )  # fmt: skip
+        lines.append(f"  {key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------ the property
 
 
@@ -253,7 +276,10 @@ def _run(text: str, secrets: dict[str, Any]) -> str:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(documents=st.lists(_document(), min_size=1, max_size=6), secrets=_SECRETS)
+@given(
+    documents=st.lists(st.one_of(_document(), _helm_document()), min_size=1, max_size=6),
+    secrets=_SECRETS,
+)
 def test_spliced_output_means_to_go_what_the_constructed_output_means(
     goyaml: str,  # noqa: F811 - the fixture
     documents: list[str],
@@ -262,17 +288,28 @@ def test_spliced_output_means_to_go_what_the_constructed_output_means(
     text = "---\n".join(documents)
     calls: list[bool] = []
     real_splice = splice.splice
+    real_simple = splice.scan_simple
+    simple: list[bool] = []
+
+    def reading(source: str, shapes: Any = None) -> splice.Scan | None:
+        scan = real_simple(source, shapes)
+        simple.append(scan is not None and bool(scan.scalars))
+        return scan
 
     def counting(source: str, edits: Any) -> str | None:
         written = real_splice(source, edits)
         calls.append(written is not None)
         return written
 
-    with mock.patch.object(engine.splice, "splice", counting):
+    with (
+        mock.patch.object(engine.splice, "splice", counting),
+        mock.patch.object(splice, "scan_simple", reading),
+    ):
         spliced = _run(text, secrets)
     with mock.patch.object(splice, "_libyaml_parser", lambda: None):
         constructed = _run(text, secrets)
     event(f"documents spliced: {'some' if any(calls) else 'none'}")
+    event(f"placeholders read by the simple form: {'some' if any(simple) else 'none'}")
     if spliced.startswith("error: ") or constructed.startswith("error: "):
         event("engine error")
         assert spliced == constructed

@@ -184,6 +184,35 @@ def test_documents_of_the_simple_form_are_read_without_libyaml() -> None:
     ]
 
 
+HELM_DOCUMENT = (
+    "# Source: app/templates/cm.yaml\n# another comment: <path:kv/x#y> 'q\"\napiVersion: v1\n"
+    'kind: "ConfigMap"\nmetadata:\n  name: \'cm-1\'\n  labels:\n    a/b: "x # y: z"\ndata:\n'
+    '  index: "0"\n  a: "<path:kv/data/w2/s0#k0>"\n  b: \'x <path:kv/a#b | base64encode> "y"\'\n'
+    "  c: \"'<path:kv/a#c>'\"\n  d: plain#<path:kv/a#d>\n"
+)
+
+
+def test_helm_documents_are_of_the_simple_form() -> None:
+    """Helm starts each document with `# Source:` and `quote` writes double-quoted values."""
+    scan = splice.scan_simple(HELM_DOCUMENT)
+    assert scan is not None
+    assert scan == _by_libyaml(HELM_DOCUMENT)
+    assert (scan.kind, scan.name) == ("ConfigMap", "cm-1")
+    assert [(HELM_DOCUMENT[s.start : s.end], s.value, s.style) for s in scan.scalars] == [
+        ('"<path:kv/data/w2/s0#k0>"', "<path:kv/data/w2/s0#k0>", '"'),
+        ("'x <path:kv/a#b | base64encode> \"y\"'", 'x <path:kv/a#b | base64encode> "y"', "'"),
+        ("\"'<path:kv/a#c>'\"", "'<path:kv/a#c>'", '"'),
+        ("plain#<path:kv/a#d>", "plain#<path:kv/a#d>", ""),
+    ]
+
+
+def test_quoted_kind_and_name_are_text_whatever_they_spell() -> None:
+    text = 'kind: \'y\'\nmetadata:\n  name: "1"\ndata:\n  a: "<p>"\n'
+    scan = splice.scan_simple(text)
+    assert scan is not None and (scan.kind, scan.name) == ("y", "1")
+    assert scan == _by_libyaml(text)
+
+
 def test_a_batch_mixes_both_readings_and_fails_as_a_whole() -> None:
     other = "kind: X\ndata: {a: '<path:a#b>'}\n"
     assert splice.scan_simple(other) is None
@@ -204,7 +233,15 @@ def test_a_batch_mixes_both_readings_and_fails_as_a_whole() -> None:
         "kind: X\na: [<path:a#b>]\n",  # in a flow collection
         "kind: X\na: {b: <path:a#b>}\n",
         'kind: X\na: "\\x3cpath:a#b>"\n',  # written with an escape
-        "kind: X\na: '<path:a#b>'\n",  # quoted
+        "kind: X\na: 'it''s <path:a#b>'\n",  # quoted with an escape
+        'kind: X\na: "<path:a#b>\\t"\n',
+        'kind: X\na: "<path:a#b>" # c\n',  # a comment after a quoted value
+        "kind: X\na: '<path:a#b>'x\n",
+        'kind: X\na: "<path:a#b>\n  x"\n',  # quoted on two lines
+        "kind: X\na: <path:a#b> #c\n",  # a comment after a plain value
+        "  # c\nkind: X\na: <path:a#b>\n",  # an indented comment first
+        "#\tc\nkind: X\na: <path:a#b>\n",  # a tab in a comment first
+        "# c\n\nkind: X\na: <path:a#b>\n",  # a blank line after it
         "kind: X\na: <path:a#b>\n  <path:a#c>\n",  # a plain scalar on two lines
         "kind: X\na:\n- <path:a#b>\n",  # in a sequence
         "kind: X\na: <path:a#b>\n\n",  # a blank line
@@ -265,6 +302,23 @@ _VALUES = st.one_of(
         st.sampled_from("a<1.=~yY"),
         st.text(alphabet="ab<>:#/| -.,'\"\\019", max_size=12),
     ),
+    # Quoted (Helm's `quote` and `squote`), now and then with what quoting must refuse.
+    st.builds(
+        lambda quote, inner, tail: quote + inner + quote + tail,
+        st.sampled_from("\"'"),
+        st.one_of(
+            st.text(alphabet="ab<> :#-,[]{}&*!|%@`019", max_size=10),
+            st.text(alphabet="ab<> :#-'\"\\\t\x7fé019", max_size=10),
+        ),
+        st.sampled_from(["", "", "", "", "", "", "", " ", " #c", "#c", "x", "'", '"']),
+    ),
+)
+_COMMENTS = st.lists(
+    st.one_of(
+        st.builds(lambda text: "#" + text, st.text(alphabet="ab <>:#'\"-", max_size=8)),
+        st.sampled_from([" # c", "#\tc", "#é", "#\rc", "", "---", "%YAML 1.1", "#\x7f"]),
+    ),
+    max_size=3,
 )
 _STRAY = st.sampled_from(
     ["", "# c", "  # c", "- x", "---", "...", "%YAML 1.1", "  x", "? a", ": b", "\t", " "]
@@ -290,8 +344,9 @@ def _near_simple(draw: st.DrawFn) -> str:
             if draw(st.integers(0, 25)) == 0:
                 lines.append(draw(_STRAY))
 
+    comments = draw(_COMMENTS)
     mapping(0, 0)
-    text = "\n".join(lines)
+    text = "\n".join(comments + lines)
     return text if draw(st.integers(0, 5)) == 0 else text + "\n"
 
 
@@ -301,6 +356,8 @@ def test_the_simple_reading_is_libyaml_s_or_none(text: str) -> None:
     simple = splice.scan_simple(text)
     event("read without libyaml" if simple is not None else "left to libyaml")
     if simple is not None:
+        event("read without libyaml: quoted values" if ": '" in text or ': "' in text else "")
+        event("read without libyaml: comments first" if text.startswith("#") else "")
         assert simple == _by_libyaml(text)
 
 
@@ -308,6 +365,17 @@ def test_the_simple_reading_is_libyaml_s_or_none(text: str) -> None:
 @given(st.integers(0, len(W1_DOCUMENT)), st.text(alphabet=" :#-<>'\"\\\n\tab|{}[]&*!é", max_size=3))
 def test_any_edit_of_a_simple_document_is_read_as_libyaml_reads_it(at: int, inserted: str) -> None:
     text = W1_DOCUMENT[:at] + inserted + W1_DOCUMENT[at:]
+    simple = splice.scan_simple(text)
+    if simple is not None:
+        assert simple == _by_libyaml(text)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.integers(0, len(HELM_DOCUMENT)), st.text(alphabet=" :#-<>'\"\\\n\tab|{}[]&*!é", max_size=3)
+)
+def test_any_edit_of_a_helm_document_is_read_as_libyaml_reads_it(at: int, inserted: str) -> None:
+    text = HELM_DOCUMENT[:at] + inserted + HELM_DOCUMENT[at:]
     simple = splice.scan_simple(text)
     if simple is not None:
         assert simple == _by_libyaml(text)
