@@ -8,7 +8,12 @@ and alternates two variants render by render, so that each pair ran under the sa
 - wall time of `plugin.cli.main(["generate", "."])` in the worker;
 - CPU time of the worker and its children (helm), from `getrusage`;
 - with `--profile`, a cProfile of the worker's main thread (summed over the renders);
+- the time from the fork until the worker starts the renderer (`process.run` is called):
+  the worker's fixed work before `helm template`;
 - with `--timeline`, the worker's `--verbose` log with milliseconds since the fork.
+
+`--workload w4` renders W4 (one ConfigMap, no placeholder: the worker's fixed cost alone)
+instead of W2 (a Helm chart of 150 documents with 40 placeholders).
 
 The variants differ by environment: by default `PLUGIN_PREFETCH=true` against `false`
 (`--variant NAME=VALUE` to compare another setting). OpenBao is a real dev server on loopback.
@@ -25,6 +30,7 @@ import io
 import os
 import pstats
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -34,28 +40,48 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bench_avp import w2  # noqa: E402
+from bench.bench_avp import w2, w4  # noqa: E402
 from tests.conftest import OpenBao, find_tool  # noqa: E402
 from tests.integration.test_vault_support import RootAPI  # noqa: E402
 
 
 def render(chart: Path, env: dict[str, str], profile: Path | None, log: Path | None) -> str:
-    """Fork a worker that renders `chart` once; returns "status wall cpu"."""
-    from plugin import cli
+    """Fork a worker that renders `chart` once; returns "status wall cpu to_renderer".
 
+    `to_renderer` is the time from the fork until the worker calls `process.run` for the
+    renderer (helm, kustomize), in seconds; "nan" when no renderer ran (a plain directory).
+    """
+    from plugin import cli
+    from plugin.render import pipeline
+
+    # As the zygote's supervisor does (`plugin.serve.server._scratch`): each request's
+    # temporary files go to a fresh private directory, removed after the request.
+    request_tmp = tempfile.mkdtemp(prefix="plugin-request-")
     read_end, write_end = os.pipe()
+    forked, forked_at = time.perf_counter(), time.time()
     pid = os.fork()
     if pid == 0:  # the worker
+        reached = [float("nan")]
+        spawn = pipeline.run
+
+        def run(*args: object, **kwargs: object) -> object:
+            if reached[0] != reached[0]:
+                reached[0] = time.perf_counter() - forked
+                pipeline.log.debug("%s: starting the renderer", kwargs.get("stage"))
+            return spawn(*args, **kwargs)  # type: ignore[arg-type]
+
+        pipeline.run = run  # type: ignore[assignment]
         os.close(read_end)
         os.environ.clear()
         os.environ.update(env)
         os.chdir(chart)
+        tempfile.tempdir = request_tmp
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         argv = ["generate", "."]
         if log is not None:
             import logging
 
-            since = time.time()
+            since = forked_at
             plain = logging.Formatter.format
 
             def stamped(self: logging.Formatter, record: logging.LogRecord) -> str:
@@ -77,12 +103,13 @@ def render(chart: Path, env: dict[str, str], profile: Path | None, log: Path | N
         own = resource.getrusage(resource.RUSAGE_SELF)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-        os.write(write_end, f"{code} {wall} {cpu}".encode())
+        os.write(write_end, f"{code} {wall} {cpu} {reached[0]}".encode())
         os._exit(0)
     os.close(write_end)
     answer = os.read(read_end, 200).decode()
     os.close(read_end)
     os.waitpid(pid, 0)
+    shutil.rmtree(request_tmp, ignore_errors=True)
     return answer
 
 
@@ -93,6 +120,12 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--timeline", action="store_true")
     parser.add_argument("--focus", default="", help="with --profile: only functions matching")
+    parser.add_argument(
+        "--workload",
+        choices=("w2", "w4"),
+        default="w2",
+        help="w2: the Helm chart with 40 placeholders; w4: one ConfigMap, no placeholder",
+    )
     args = parser.parse_args()
     name, _, value = args.variant.partition("=")
     helm = os.environ.get("HELM_BIN") or find_tool("helm3")
@@ -104,7 +137,10 @@ def main() -> None:
         server = OpenBao(bao, root)
         server.start()
         try:
-            chart = w2(root, RootAPI(server.addr, server.root_token))
+            if args.workload == "w2":
+                chart = w2(root, RootAPI(server.addr, server.root_token))
+            else:
+                chart = w4(root).parent
             (root / "home").mkdir(exist_ok=True)
             base = {
                 "PATH": os.environ["PATH"],
@@ -130,19 +166,21 @@ def main() -> None:
                 render(chart, env, None, None)
             walls: dict[str, list[float]] = {label: [] for label in variants}
             cpus: dict[str, list[float]] = {label: [] for label in variants}
+            to_renderer: dict[str, list[float]] = {label: [] for label in variants}
             profiles: dict[str, list[str]] = {label: [] for label in variants}
             for number in range(args.renders):
                 order = list(variants) if number % 2 == 0 else list(variants)[::-1]
                 for label in order:
                     profile = root / f"{len(profiles[label])}-{label}.prof"
                     log = root / f"{label}.log" if args.timeline and number == 0 else None
-                    code, wall, cpu = render(
+                    code, wall, cpu, reached = render(
                         chart, variants[label], profile if args.profile else None, log
                     ).split()
                     if code != "0":
                         raise SystemExit(f"{label}: exit status {code}")
                     walls[label].append(float(wall))
                     cpus[label].append(float(cpu))
+                    to_renderer[label].append(float(reached))
                     if args.profile:
                         profiles[label].append(str(profile))
                     if log is not None:
@@ -152,7 +190,9 @@ def main() -> None:
             for label in variants:
                 print(
                     f"{label}: wall median {statistics.median(walls[label]) * 1000:.1f} ms, "
-                    f"CPU (worker + helm) median {statistics.median(cpus[label]) * 1000:.1f} ms"
+                    f"CPU (worker + helm) median {statistics.median(cpus[label]) * 1000:.1f} ms, "
+                    f"fork to renderer start median "
+                    f"{statistics.median(to_renderer[label]) * 1000:.1f} ms"
                 )
             print(
                 f"{first} / {args.variant}: median of {len(ratios)} paired ratios "

@@ -387,33 +387,61 @@ def _run(
     decision = apply_policy(environ)
     settings = _settings(args, environ, decision, redactor)
     recorder = rotation_index.Recorder() if args.command == "generate" else None
-    if args.path != "-" and Path(args.path).is_dir():
-        code = _run_directory(
-            args,
-            environ,
-            out,
-            started=started,
-            settings=settings,
-            decision=decision,
-            redactor=redactor,
-            recorder=recorder,
-        )
-    else:
-        streams, from_directory = _read_input(args.path, stdin, _max_input(settings))
-        options = EngineOptions(
-            rules=_rules(settings, decision, redactor),
-            deadline=started + settings.get_float("PLUGIN_TIMEOUT", DEFAULT_TIMEOUT_SECONDS),
-            skip_non_manifests=from_directory,
-        )
-        code = _finish(
-            args,
-            streams,
-            options=options,
-            make=_backend_factory(args, settings, recorder),
-            out=out,
-            started=started,
-            strict=settings.get_bool("PLUGIN_STRICT", False),
-        )
+    if args.path != "-" and os.path.isdir(args.path):
+        try:
+            code = _run_directory(
+                args,
+                environ,
+                out,
+                started=started,
+                settings=settings,
+                decision=decision,
+                redactor=redactor,
+                recorder=recorder,
+            )
+            _after_output(
+                code,
+                environ,
+                settings=settings,
+                decision=decision,
+                recorder=recorder,
+                report=report,
+            )
+        finally:
+            _sweep_scratch()
+        return code
+    streams, from_directory = _read_input(args.path, stdin, _max_input(settings))
+    options = EngineOptions(
+        rules=_rules(settings, decision, redactor),
+        deadline=started + settings.get_float("PLUGIN_TIMEOUT", DEFAULT_TIMEOUT_SECONDS),
+        skip_non_manifests=from_directory,
+    )
+    code = _finish(
+        args,
+        streams,
+        options=options,
+        make=_backend_factory(args, settings, recorder),
+        out=out,
+        started=started,
+        strict=settings.get_bool("PLUGIN_STRICT", False),
+    )
+    _after_output(
+        code, environ, settings=settings, decision=decision, recorder=recorder, report=report
+    )
+    return code
+
+
+def _after_output(
+    code: int,
+    environ: Mapping[str, str],
+    *,
+    settings: Settings,
+    decision: Decision | None,
+    recorder: rotation_index.Recorder | None,
+    report: Report | None,
+) -> None:
+    """What a successful generate does once its manifests are out: the early status, then
+    the reference index record."""
     if code == 0 and recorder is not None:
         if report is not None and not log.isEnabledFor(logging.INFO):
             # Through the zygote, the client may exit now: the manifests are out and the
@@ -422,7 +450,19 @@ def _run(
             # shows nothing of other libraries). With --verbose it logs: the status waits.
             report(code)
         _record_references(recorder, environ, settings, decision)
-    return code
+
+
+def _sweep_scratch() -> None:
+    """Remove the scratch directories of renders that were SIGKILLed (never a live render's).
+
+    After the render, not before it: nothing of this render depends on it, so the output (and,
+    through the zygote, the client's status) does not wait for a listing of the temporary
+    directory. Also after a failed render; best effort (it only tidies up).
+    """
+    from plugin.render.scratch import sweep
+
+    with contextlib.suppress(OSError):
+        sweep()
 
 
 def _record_references(
@@ -606,10 +646,7 @@ def _run_directory(
 ) -> int:
     """A directory: Argo CD's request -> renderer -> engine (both secret phases share reads)."""
     from plugin.render import pipeline
-    from plugin.render.scratch import sweep
     from plugin.render.values_secrets import SharedReads
-
-    sweep()  # scratch directories of renders that were SIGKILLed (never a live render's)
 
     timeout = settings.get_float("PLUGIN_TIMEOUT", DEFAULT_TIMEOUT_SECONDS)
     deadline = Deadline.after(timeout, started)

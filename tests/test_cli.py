@@ -334,3 +334,36 @@ def test_yaml_is_loaded_when_a_stage_parses_yaml(tmp_path: Path, env: dict[str, 
     loaded, stdout = stage_libraries_loaded(tmp_path, "generate", "-c", str(config), str(plain))
     assert stdout == plain.read_text()
     assert loaded == ["yaml"]
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["rendered", "failed"])
+def test_scratch_left_by_a_killed_render_is_swept_after_the_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    """The sweep tidies up after the render instead of delaying it: when the manifests are
+    out and the status reported (the zygote's client may exit then), a killed render's
+    directory is still there; when main() returns it is gone, also after a failed render."""
+    import tempfile
+
+    from plugin.render import scratch
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    dead = temp / f"{scratch.PREFIX}dead"  # unlocked: its render was SIGKILLed
+    dead.mkdir()
+    app = tmp_path / "app"
+    app.mkdir()
+    text = "kind: X\nmetadata:\n  name: <path:app#user>\n"
+    (app / "a.yaml").write_text(text.replace("app#user", "app#missing") if fails else text)
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text("app:\n  user: u\n")
+    for name, value in clean_environment(
+        {"AVP_TYPE": "file", "AVP_FILE_PATH": str(secrets), "PLUGIN_CACHE_DIR": str(tmp_path)}
+    ).items():
+        monkeypatch.setenv(name, value)
+    seen: list[bool] = []
+    code = cli.main(["generate", str(app)], report=lambda code: seen.append(dead.exists()))
+    assert code == (1 if fails else 0)
+    assert seen == ([] if fails else [True])
+    assert not dead.exists()

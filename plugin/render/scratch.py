@@ -7,8 +7,11 @@ directories pile up. So:
 
 - each render holds an exclusive `flock` on its scratch directory for its whole life (the
   lock dies with the process, also on SIGKILL). The directory is created under a temporary
-  name (`.plugin-new-*`), locked, and only then renamed to `plugin-render-*`: a
-  `plugin-render-*` directory is locked from the moment it has that name;
+  name (`.plugin-new-*`), locked, and only then renamed to `plugin-render-*` (a rename that
+  fails when the name is taken: `renameat2(RENAME_NOREPLACE)`, or where the kernel or file
+  system lacks it, an empty directory made first to reserve the name and renamed over —
+  two more directory operations, each a tenth of a millisecond or more on a journalled
+  disk): a `plugin-render-*` directory is locked from the moment it has that name;
 - at the next start, `sweep()` removes every `plugin-render-*` directory of the same user
   whose lock is free, and `.plugin-new-*` directories older than a minute (a process killed
   between the two steps). A directory of a live render is never touched: its lock is held.
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
+import errno
 import fcntl
 import logging
 import os
@@ -38,6 +43,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +72,7 @@ def scratch_directory(base: str | None = None, *, background: bool = False) -> I
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)
         path = fresh.with_name(PREFIX + secrets.token_hex(8))
-        os.mkdir(path, 0o700)  # reserve the name (fails if taken), then move onto it
-        os.rename(fresh, path)
+        _rename_new(fresh, path)
         try:
             yield path
         finally:
@@ -81,6 +86,29 @@ def scratch_directory(base: str | None = None, *, background: bool = False) -> I
             os.close(handle)
         if path != fresh:
             shutil.rmtree(fresh, ignore_errors=True)
+
+
+#: `renameat2` of the C library (glibc >= 2.28), or None.
+_renameat2: Any = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+#: What `renameat2` answers when the kernel or the file system cannot do RENAME_NOREPLACE.
+_NO_NOREPLACE = frozenset({errno.ENOSYS, errno.EINVAL, errno.ENOTSUP})
+
+
+def _rename_new(source: Path, target: Path) -> None:
+    """Rename `source` to `target`; FileExistsError (nothing replaced) when `target` exists."""
+    if _renameat2 is not None:
+        done = _renameat2(
+            _AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE
+        )
+        if done == 0:
+            return
+        error = ctypes.get_errno()
+        if error not in _NO_NOREPLACE:
+            raise OSError(error, os.strerror(error), str(target))
+    os.mkdir(target, 0o700)  # reserve the name (fails if taken), then move onto it
+    os.rename(source, target)
 
 
 def _remove_in_background(path: Path, handle: int) -> None:

@@ -74,6 +74,10 @@ class Staging:
     """The render's Helm inputs: copies in a private directory (mode 0700, files 0600) and
     memory files. Use it as a context manager: the memory files are closed at the end.
 
+    The directory is made with the first copy: most renders give Helm no values file of
+    the repository, and a directory costs a tenth of a millisecond or more to make and again
+    to remove on a journalled disk.
+
     `max_bytes` bounds each copied file (`PLUGIN_MAX_INPUT_SIZE`): a copy never reads more.
     `fds` are the memory files' descriptors, to hand to the child (`pass_fds`).
     """
@@ -86,12 +90,13 @@ class Staging:
                 "the render's scratch directory has characters that Helm would parse again "
                 "(set TMPDIR to a path of letters, digits, '.', '_', '+', '-' and '/')"
             )
-        directory.mkdir(mode=0o700, exist_ok=True)
         self.directory = directory
         self.max_bytes = max_bytes
         self._counts: dict[str, int] = {}
 
     def _next(self, kind: str, suffix: str) -> Path:
+        if not self._counts:
+            self.directory.mkdir(mode=0o700, exist_ok=True)
         number = self._counts.get(kind, 0)
         self._counts[kind] = number + 1
         return self.directory / f"{kind}-{number:03d}{suffix}"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
 
 from plugin.errors import RenderError
+from plugin.render import copying
 from plugin.render.copying import CopyBudgetError, CopyLimits, copy_tree
 from plugin.render.process import Deadline
 
@@ -121,3 +123,57 @@ def test_fifos_are_not_copied(tmp_path: Path) -> None:
     os.mkfifo(chart / "templates" / "pipe")
     copy_tree(chart, tmp_path / "copy", repo)
     assert not (tmp_path / "copy" / "templates" / "pipe").exists()
+
+
+@pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "read-write"])
+def test_copied_files_are_private_and_identical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sendfile: bool
+) -> None:
+    """Content byte for byte (also beyond one read), mode 0600 whatever the source's, with
+    `sendfile` and where the file system refuses it."""
+    if not sendfile:
+
+        def refuse(*args: object) -> int:
+            raise OSError(errno.EINVAL, "sendfile refused")
+
+        monkeypatch.setattr(copying.os, "sendfile", refuse)
+    repo, chart = make_repo(tmp_path)
+    big = bytes(range(256)) * 9000  # 2.3 MB: several reads
+    (chart / "templates" / "big.bin").write_bytes(big)
+    os.chmod(chart / "templates" / "big.bin", 0o755)
+    (chart / "empty").write_bytes(b"")
+    copy_tree(chart, tmp_path / "copy", repo)
+    copied = tmp_path / "copy" / "templates" / "big.bin"
+    assert copied.read_bytes() == big
+    assert oct(copied.stat().st_mode & 0o777) == "0o600"
+    assert (tmp_path / "copy" / "empty").read_bytes() == b""
+    assert (tmp_path / "copy" / "Chart.yaml").read_text() == (chart / "Chart.yaml").read_text()
+
+
+def test_a_fifo_in_place_of_a_listed_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    """The file was listed as regular and then swapped for a FIFO: no open() that waits for a
+    writer, a clear refusal instead."""
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(RenderError, match=r"templates/x\.yaml changed while it was copied"):
+        copying._copy_regular_file(
+            str(tmp_path / "pipe"), str(tmp_path / "out"), "templates/x.yaml"
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_link_free_tree_is_not_walked_twice_and_a_linked_one_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a link the copy's own counts are the expansion; with one, the expansion check
+    (loops, budgets of the followed tree) still runs."""
+    calls: list[Path] = []
+    check = copying.check_expansion
+    monkeypatch.setattr(
+        copying, "check_expansion", lambda tree, limits: (calls.append(tree), check(tree, limits))
+    )
+    repo, chart = make_repo(tmp_path)
+    copy_tree(chart, tmp_path / "c1", repo)
+    assert calls == []
+    os.symlink("cm.yaml", chart / "templates" / "alias.yaml")
+    copy_tree(chart, tmp_path / "c2", repo)
+    assert calls == [tmp_path / "c2"]

@@ -341,3 +341,17 @@ def test_flatten_values() -> None:
         "list[1].a": "true",
         "dotted\\.key": "x",
     }
+
+
+def test_staging_makes_its_directory_with_the_first_copy_only(tmp_path: Path) -> None:
+    staging = Staging(tmp_path / "inputs")
+    with staging:
+        staging.in_memory("a: 1\n", "inline")  # memory files need no directory
+        assert not staging.directory.exists()
+        source = tmp_path / "values.yaml"
+        source.write_text("a: 1\n")
+        copied = staging.copy_values(source, "values.yaml")
+    assert copied.path.parent == staging.directory
+    assert oct(staging.directory.stat().st_mode & 0o777) == "0o700"
+    assert copied.path.read_text() == "a: 1\n"
+    assert oct(copied.path.stat().st_mode & 0o777) == "0o600"

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import pytest
+
 from plugin.render import scratch
 
 
@@ -98,4 +100,38 @@ def test_a_process_waits_for_its_background_removals_at_exit(tmp_path: Path) -> 
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], check=False)
     assert done.returncode == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("noreplace", [True, False], ids=["renameat2", "reserve-and-rename"])
+def test_a_taken_name_is_never_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, noreplace: bool
+) -> None:
+    """The locked directory moves onto its name only when nobody has it: an empty directory
+    of another render (one that reserved the name) is neither replaced nor swept away, with
+    `renameat2(RENAME_NOREPLACE)` and without it (an old kernel or C library)."""
+    if noreplace and scratch._renameat2 is None:
+        pytest.skip("the C library has no renameat2")
+    if not noreplace:
+        monkeypatch.setattr(scratch, "_renameat2", None)
+    monkeypatch.setattr(scratch.secrets, "token_hex", lambda size: "taken")
+    taken = tmp_path / f"{scratch.PREFIX}taken"
+    taken.mkdir()
+    marker = os.stat(taken).st_ino
+    with pytest.raises(FileExistsError), scratch.scratch_directory(str(tmp_path)):
+        raise AssertionError("a render got a directory under a taken name")
+    assert os.stat(taken).st_ino == marker
+    assert [p.name for p in tmp_path.iterdir()] == [taken.name]  # nothing else left behind
+
+
+@pytest.mark.parametrize("noreplace", [True, False], ids=["renameat2", "reserve-and-rename"])
+def test_the_directory_gets_its_name_both_ways(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, noreplace: bool
+) -> None:
+    if not noreplace:
+        monkeypatch.setattr(scratch, "_renameat2", None)
+    with scratch.scratch_directory(str(tmp_path)) as path:
+        assert path.name.startswith(scratch.PREFIX) and path.is_dir()
+        assert [p.name for p in tmp_path.iterdir()] == [path.name]
+        assert scratch.sweep(str(tmp_path)) == []  # locked under its final name
     assert list(tmp_path.iterdir()) == []
