@@ -217,15 +217,25 @@ def _add_config_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--disable-token-cache", action="store_true", help="never cache tokens")
 
 
-def main(argv: Sequence[str] | None = None, *, report: Report | None = None) -> int:
-    """Run the command line; `report` is the zygote worker's early status (`serve_entry`)."""
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    report: Report | None = None,
+    supervised: bool = False,
+) -> int:
+    """Run the command line; `report` is the zygote worker's early status (`serve_entry`).
+
+    `supervised`: this process is a zygote worker, whose supervisor kills its process group
+    and every orphan when it ends (`plugin.serve.server`): renderers then start without code
+    in the child (`plugin.render.process`). Only `serve_entry` (and benchmarks) set it.
+    """
     redactor = Redactor()
     # Everything the plugin creates (scratch directories, caches, lock files) is private to
     # the sidecar's user whatever umask the container runtime set.
     previous_umask = os.umask(0o077)
     try:
         with _redacted_stderr(redactor), _scoped_logging():
-            return _main(argv, redactor, report)
+            return _main(argv, redactor, report, supervised=supervised)
     finally:
         if argv is not None:  # a test calling main(): leave its process as it was
             os.umask(previous_umask)
@@ -261,10 +271,16 @@ def _redacted_stderr(redactor: Redactor) -> Iterator[None]:
 
 def serve_entry(report: Report) -> int:
     """What a zygote worker runs: this process's command line, with the worker's `report`."""
-    return main(report=report)
+    return main(report=report, supervised=True)
 
 
-def _main(argv: Sequence[str] | None, redactor: Redactor, report: Report | None = None) -> int:
+def _main(
+    argv: Sequence[str] | None,
+    redactor: Redactor,
+    report: Report | None = None,
+    *,
+    supervised: bool = False,
+) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(args_list)
@@ -290,7 +306,15 @@ def _main(argv: Sequence[str] | None, redactor: Redactor, report: Report | None 
         _configure_logging(args, redactor)
         if argv is None:  # the real process (not a test calling main()): SIGTERM kills children
             install_signal_handlers()
-        return _run(args, os.environ, sys.stdin, sys.stdout, redactor, report=report)
+        return _run(
+            args,
+            os.environ,
+            sys.stdin,
+            sys.stdout,
+            redactor,
+            report=report,
+            supervised=supervised,
+        )
     except TerminatedError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 143
@@ -377,6 +401,7 @@ def _run(
     redactor: Redactor | None = None,
     *,
     report: Report | None = None,
+    supervised: bool = False,
 ) -> int:
     started = process_started()
     redactor = redactor if redactor is not None else Redactor()
@@ -398,6 +423,7 @@ def _run(
                 decision=decision,
                 redactor=redactor,
                 recorder=recorder,
+                supervised=supervised,
             )
             _after_output(
                 code,
@@ -643,6 +669,7 @@ def _run_directory(
     decision: Decision | None,
     redactor: Redactor,
     recorder: rotation_index.Recorder | None = None,
+    supervised: bool = False,
 ) -> int:
     """A directory: Argo CD's request -> renderer -> engine (both secret phases share reads)."""
     from plugin.render import pipeline
@@ -677,6 +704,7 @@ def _run_directory(
                 DEFAULT_MAX_TEMPLATE_MEMORY,
             ),
             renderer_started=prefetch.start if prefetch is not None else None,
+            supervised=supervised,
         )
         try:
             result = pipeline.render(Path(args.path), context)

@@ -74,6 +74,10 @@ class RenderContext:
     #: the renderer will read and the texts it gets from memory: the secrets prefetch
     #: (`plugin.placeholders.prefetch`) reads their placeholders' paths while it runs.
     renderer_started: Callable[[list[Path], list[str]], None] | None = None
+    #: This process is a zygote worker: its supervisor kills its process group and every
+    #: orphan when it ends, so renderers start without code in the child (vfork, see
+    #: `plugin.render.process`). Given by the worker's entry point (`plugin.cli.serve_entry`).
+    supervised: bool = False
 
     def limits_for_copy(self) -> CopyLimits:
         return dataclasses.replace(self.copy_limits, deadline=self.deadline)
@@ -98,7 +102,7 @@ class RenderContext:
             write=[str(path) for path in write],
             connect_ports=connect_ports if connect_ports is not None else None,
         )
-        return Confinement(policy, self.sandbox)
+        return Confinement(policy, self.sandbox, supervised=self.supervised)
 
 
 def helm_binary(environ: Mapping[str, str]) -> str:

@@ -21,9 +21,12 @@ the directory is no longer read once the renderer has exited, and removing a cha
 (1-6 ms of unlink and rmdir on a shared disk) then overlaps with the secrets engine instead of
 delaying it. The lock is held until the directory is gone, so no sweep races the removal.
 `wait_for_removals()` waits for them before any fork of the process (`os.register_at_fork`:
-a renderer, the Jinja2 stage's child, a second render's; no thread may run while the process
-forks, see `plugin.render.process`) and at exit (`atexit`, which the zygote's worker also runs
-before it exits); a process killed first leaves a directory the next sweep removes.
+a renderer started with a `preexec_fn`, the Jinja2 stage's child, a second render's; no
+thread may run while the process forks a child that runs Python, see `plugin.render.process`)
+and at exit (`atexit`, which the zygote's worker also runs before it exits); a process killed
+first leaves a directory the next sweep removes. A renderer a zygote worker starts through
+vfork runs no hook and need not: its child runs no Python before exec, so no lock the removal
+holds can stay locked in it, and the removal's descriptor is close-on-exec.
 """
 
 from __future__ import annotations
@@ -134,8 +137,9 @@ def wait_for_removals() -> None:
 
 
 atexit.register(wait_for_removals)
-# Every fork, wherever it is made (subprocess runs the hooks when it has a `preexec_fn`, as
-# every renderer start does): one mechanism instead of a call before each fork site.
+# Every fork, wherever it is made (subprocess runs the hooks when it has a `preexec_fn`, as a
+# renderer start outside a zygote worker does): one mechanism instead of a call before each
+# fork site. A vfork (a worker's renderer start) runs none, see the module docstring.
 os.register_at_fork(before=wait_for_removals)
 
 

@@ -19,6 +19,11 @@ How a child is confined:
    system calls: `PR_SET_PDEATHSIG(SIGKILL)` (the child dies with the plugin), a check that
    the parent is still alive, `PR_SET_NO_NEW_PRIVS` and `landlock_restrict_self`.
 
+   Or, when something else kills the child if the plugin dies (a zygote worker, whose
+   supervisor kills the worker's process group and every orphan), no code in the child at
+   all: a short-lived thread of the plugin confines itself (`confine_thread`) and starts the
+   child, which inherits the thread's domain; see `plugin.render.process` for why.
+
 `preexec_fn` is documented as unsafe with threads because a lock held by another thread at
 fork time stays locked in the child. The function below takes no Python-level lock, imports
 nothing and allocates only small objects (pymalloc, protected by the GIL the child holds);
@@ -60,6 +65,7 @@ __all__ = [
     "SandboxError",
     "Status",
     "abi_version",
+    "confine_thread",
     "mode",
     "prepare",
     "status",
@@ -409,6 +415,31 @@ def child_setup(prepared: Prepared | None, parent_pid: int | None = None) -> Cal
             raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
 
     return setup
+
+
+def confine_thread(prepared: Prepared) -> None:
+    """Enforce the ruleset on the calling thread only, for the children it starts next.
+
+    `PR_SET_NO_NEW_PRIVS` and `landlock_restrict_self` (without the TSYNC flag, ABI 8) act on
+    the calling thread alone (prctl(2), landlock_restrict_self(2)), and a process cloned by
+    that thread inherits its credentials, Landlock domain included. So a short-lived thread
+    that calls this and then starts a renderer gives a child confined from its first
+    instruction, without code between fork and exec (which forces `subprocess` to fork
+    instead of vfork, see `plugin.render.process`); the process's other threads stay free.
+    The thread must start nothing else and end afterwards: the restriction cannot be undone.
+
+    Raises OSError when the kernel refuses; the caller must then start nothing.
+    """
+    libc = _lib()
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"PR_SET_NO_NEW_PRIVS failed: {os.strerror(error)}")
+    restricted = libc.syscall(
+        ctypes.c_long(_SYS_RESTRICT_SELF), ctypes.c_int(prepared.ruleset_fd), ctypes.c_uint32(0)
+    )
+    if restricted != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"landlock_restrict_self failed: {os.strerror(error)}")
 
 
 # ---------------------------------------------------------------------------- exec wrapper

@@ -122,7 +122,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 #: `work`): called by the command line once everything it prints is out, at most once.
 Report = Callable[[int], None]
 #: The command line's entry point (`plugin.cli.main`), handed over by the command line itself:
-#: `serve` sits below `cli` in the import order. It gets the worker's `Report`.
+#: `serve` sits below `cli` in the import order. It gets the worker's `Report`. It may rely on
+#: what `work` and `supervise` guarantee: the worker is a session leader without a controlling
+#: terminal, and when it ends (exit, crash, SIGKILL, its client gone) the supervisor kills its
+#: process group and every process left under it (a child subreaper), so its renderers need no
+#: PR_SET_PDEATHSIG of their own (`plugin.render.process` starts them through vfork then).
 Entry = Callable[[Report], int]
 #: Work every request would otherwise repeat first, done once in the zygote before it forks
 #: (handed over by the command line: building its argument parser). It must not read a

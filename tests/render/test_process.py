@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -337,3 +338,52 @@ def test_no_scratch_removal_runs_while_a_renderer_is_forked(tmp_path: Path) -> N
         )
         assert not path.exists()
         assert not any(t.name == "scratch-removal" for t in threading.enumerate())
+
+
+#: Runs `run` in a process of its own session (no controlling terminal, as a zygote worker)
+#: and prints what the child saw: its parent-death signal, and how many fork hooks ran.
+_START_PROBE = """
+import os, sys
+from pathlib import Path
+from plugin.render.process import Confinement, Deadline, run
+from plugin.security import sandbox
+supervised, terminal = sys.argv[1] == "supervised", sys.argv[2] == "terminal"
+if terminal:
+    master, slave = os.openpty()
+    os.close(os.open(os.ttyname(slave), os.O_RDWR))  # the session leader takes a terminal
+hooks = []
+os.register_at_fork(before=lambda: hooks.append(1))
+probe = ("import ctypes; c = ctypes.c_int(); "  # PR_GET_PDEATHSIG
+         "ctypes.CDLL(None).prctl(2, ctypes.byref(c)); print(c.value)")
+off = Confinement(sandbox.Policy(), sandbox.Status("off", 0), supervised=supervised)
+done = run([sys.executable, "-c", probe], stage="s", cwd=Path.cwd(), env={},
+           deadline=Deadline.after(30), confinement=off)
+print(done.stdout.decode().strip(), len(hooks))
+"""
+
+
+def _start_probe(tmp_path: Path, *flags: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", _START_PROBE, *flags],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        capture_output=True,
+        text=True,
+        check=False,
+        start_new_session=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_zygote_worker_starts_renderers_without_code_in_the_child(tmp_path: Path) -> None:
+    """Supervised (a zygote worker, whose supervisor kills what it leaves): no preexec_fn, so
+    no PR_SET_PDEATHSIG in the child and no fork hook (vfork); in-process: both, as before."""
+    assert _start_probe(tmp_path, "supervised", "-") == "0 0"
+    assert _start_probe(tmp_path, "in-process", "-") == f"{int(signal.SIGKILL)} 1"
+
+
+def test_a_worker_with_a_terminal_keeps_the_child_setup(tmp_path: Path) -> None:
+    """The fast path skips leaving the terminal: taken only when there is none to leave."""
+    assert _start_probe(tmp_path, "supervised", "terminal") == f"{int(signal.SIGKILL)} 1"

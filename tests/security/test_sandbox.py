@@ -333,3 +333,111 @@ def test_a_confined_kustomize_cannot_read_outside_even_without_its_load_restrict
         )
     assert "permission denied" in str(caught.value)
     assert CANARY not in str(caught.value)
+
+
+#: A zygote worker's start of helm (`RenderContext.supervised`), in a session of its own (no
+#: controlling terminal, as the worker): prints one result per line for the test to check.
+_WORKER_PROBE = """
+import os, sys, threading
+from pathlib import Path
+from plugin.argocd.request import AppRequest
+from plugin.errors import RenderError
+from plugin.render.pipeline import RenderContext
+from plugin.render.process import Deadline, run
+helm, scratch, outside = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+work = scratch / "app"
+hooks = []
+os.register_at_fork(before=lambda: hooks.append(1))
+ctx = RenderContext(request=AppRequest(), environ=dict(os.environ), deadline=Deadline.after(60),
+                    supervised=True)
+confinement = ctx.confinement(read=[work], write=[scratch], programs=[helm], connect_ports=[])
+env = {"HOME": str(scratch / "home"), "TMPDIR": str(scratch), "PATH": "/usr/bin:/bin"}
+def helm_template(*extra):
+    return run([helm, "template", "probe", ".", *extra], stage="helm template", cwd=work,
+               env=env, deadline=Deadline.after(60), confinement=confinement).stdout.decode()
+try:
+    print("outside:", helm_template("--values", str(outside)).replace("\\n", " "))
+except RenderError as exc:
+    print("outside:", str(exc).replace("\\n", " "))
+print("inside:", "inside" in helm_template("--values", "mine.yaml"))
+print("fork hooks:", len(hooks))
+print("plugin reads:", outside.read_text().strip())
+seen = []
+thread = threading.Thread(target=lambda: seen.append(outside.read_text().strip()))
+thread.start()
+thread.join()
+print("new thread reads:", seen[0])
+"""
+
+
+@needs_landlock
+def test_a_zygote_workers_helm_is_confined_and_the_worker_is_not(
+    tmp_path: Path, helm_bin: str
+) -> None:
+    """The worker starts helm from a thread that confined itself (vfork, no code in the
+    child): helm cannot read outside its policy; the worker's threads, old and new, still can."""
+    outside = tmp_path / "operator" / "token.yaml"
+    outside.parent.mkdir()
+    outside.write_text(f"token: {CANARY}\n")
+    scratch, work, _ = helm_policy(tmp_path, helm_bin)
+    (work / "mine.yaml").write_text("token: inside\n")
+    done = subprocess.run(
+        [sys.executable, "-c", _WORKER_PROBE, helm_bin, str(scratch), str(outside)],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        check=False,
+        start_new_session=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert "permission denied" in lines["outside"]
+    assert CANARY not in lines["outside"]
+    assert lines["inside"] == "True"
+    assert lines["fork hooks"] == "0"  # started through vfork (a preexec_fn forks)
+    assert lines["plugin reads"] == f"token: {CANARY}"
+    assert lines["new thread reads"] == f"token: {CANARY}"
+
+
+_REFUSED_PROBE = """
+import os, sys
+from pathlib import Path
+from unittest import mock
+from plugin.errors import RenderError
+from plugin.render.process import Confinement, Deadline, run
+from plugin.security import sandbox
+marker = Path(sys.argv[1])
+required = sandbox.Status("required", sandbox.kernel_abi())
+for supervised in (True, False):
+    # A descriptor that is no Landlock ruleset: the kernel refuses to enforce it (EBADFD).
+    refused = sandbox.Prepared(os.open(os.devnull, os.O_RDONLY), os.getpid())
+    with mock.patch.object(sandbox, "prepare", return_value=refused):
+        try:
+            run(["/bin/sh", "-c", f"touch {marker}"], stage="helm template", cwd=Path.cwd(),
+                env={}, deadline=Deadline.after(30),
+                confinement=Confinement(sandbox.Policy(), required, supervised=supervised))
+            print(supervised, "ran")
+        except RenderError as exc:
+            print(supervised, exc)
+"""
+
+
+@needs_landlock
+def test_a_ruleset_the_starting_thread_cannot_enforce_fails_the_render(tmp_path: Path) -> None:
+    """Fail closed on both paths, with the same message: nothing runs unconfined once a
+    ruleset was prepared (the kernel's refusal is real: the ruleset is not a ruleset)."""
+    marker = tmp_path / "ran"
+    done = subprocess.run(
+        [sys.executable, "-c", _REFUSED_PROBE, str(marker)],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        check=False,
+        start_new_session=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    message = "helm template: the renderer sandbox could not be applied"
+    assert done.stdout.splitlines() == [f"True {message}", f"False {message}"]
+    assert not marker.exists()

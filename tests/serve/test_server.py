@@ -559,3 +559,34 @@ def test_with_verbose_the_status_waits_for_the_record_it_logs(
     assert served.code == inproc.code == 0  # type: ignore[attr-defined]
     last = b"plugin: reference index: 1 references recorded\n"
     assert served.stderr.endswith(last) and inproc.stderr.endswith(last)  # type: ignore[attr-defined]
+
+
+#: Stands in for helm where only the start of the renderer matters: helm cannot report how it
+#: was started, this prints it as a manifest (its PR_SET_PDEATHSIG, set only by code run in
+#: the child between fork and exec).
+PROBE_HELM = """#!/usr/bin/python3 -I
+import ctypes
+signal = ctypes.c_int()
+ctypes.CDLL(None).prctl(2, ctypes.byref(signal))  # PR_GET_PDEATHSIG
+print("apiVersion: v1\\nkind: ConfigMap\\nmetadata:\\n  name: probe\\ndata:")
+print(f"  pdeathsig: '{signal.value}'")
+"""
+
+
+def test_a_workers_renderer_starts_without_code_in_the_child(
+    tmp_path: Path, env: dict[str, str], zygote: Zygote
+) -> None:
+    """Through the zygote the renderer starts through vfork (its supervisor kills what the
+    worker leaves, so no PR_SET_PDEATHSIG is needed); in-process runs keep setting it."""
+    helm = tmp_path / "bin" / "helm"
+    helm.parent.mkdir()
+    helm.write_text(PROBE_HELM)
+    helm.chmod(0o755)
+    app = tmp_path / "chart"
+    (app / "templates").mkdir(parents=True)
+    (app / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    env = {**env, "HELM_BIN": str(helm), "ARGOCD_APP_NAME": "probe"}
+    inproc, served = both_ways(["generate", "."], env, cwd=app)
+    assert inproc.code == served.code == 0, (inproc.stderr, served.stderr)  # type: ignore[attr-defined]
+    assert b"pdeathsig: '9'" in inproc.stdout  # type: ignore[attr-defined]
+    assert b"pdeathsig: '0'" in served.stdout  # type: ignore[attr-defined]
