@@ -16,7 +16,11 @@ and alternates two variants render by render, so that each pair ran under the sa
 instead of W2 (a Helm chart of 150 documents with 40 placeholders).
 
 The variants differ by environment: by default `PLUGIN_PREFETCH=true` against `false`
-(`--variant NAME=VALUE` to compare another setting). OpenBao is a real dev server on loopback.
+(`--variant NAME=VALUE` to compare another setting). `--variant supervised=false` compares
+instead how helm is started: as a zygote worker starts it (the default here: vfork from a
+thread that confined itself, `plugin.render.process`) against an in-process run's start
+(`preexec_fn`, which forks). Each worker is a session leader without a terminal, as the
+zygote's (`plugin.serve.server.work`). OpenBao is a real dev server on loopback.
 
     HELM_BIN=... BAO_BIN=... .venv/bin/python bench/bench_worker.py [--renders 40]
 """
@@ -45,7 +49,13 @@ from tests.conftest import OpenBao, find_tool  # noqa: E402
 from tests.integration.test_vault_support import RootAPI  # noqa: E402
 
 
-def render(chart: Path, env: dict[str, str], profile: Path | None, log: Path | None) -> str:
+def render(
+    chart: Path,
+    env: dict[str, str],
+    profile: Path | None,
+    log: Path | None,
+    supervised: bool = True,
+) -> str:
     """Fork a worker that renders `chart` once; returns "status wall cpu to_renderer".
 
     `to_renderer` is the time from the fork until the worker calls `process.run` for the
@@ -72,6 +82,7 @@ def render(chart: Path, env: dict[str, str], profile: Path | None, log: Path | N
 
         pipeline.run = run  # type: ignore[assignment]
         os.close(read_end)
+        os.setsid()  # as the zygote's worker: its own session, no controlling terminal
         os.environ.clear()
         os.environ.update(env)
         os.chdir(chart)
@@ -95,7 +106,7 @@ def render(chart: Path, env: dict[str, str], profile: Path | None, log: Path | N
         started = time.perf_counter()
         if profiler is not None:
             profiler.enable()
-        code = cli.main(argv)
+        code = cli.main(argv, supervised=supervised)
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(profile)
@@ -155,15 +166,20 @@ def main() -> None:
                 "ARGOCD_APP_NAME": "bench",
                 "ARGOCD_APP_NAMESPACE": "bench",
             }
-            variants = {"default": base, args.variant: {**base, name: value}}
+            if name == "supervised":  # how helm is started, same environment
+                variants = {"default": base, args.variant: base}
+                supervised = {"default": True, args.variant: value.lower() == "true"}
+            else:
+                variants = {"default": base, args.variant: {**base, name: value}}
+                supervised = {"default": True, args.variant: True}
             from plugin import cli
             from plugin.serve import server as zygote
 
             zygote.preload()
             cli.warm_up()
             gc.freeze()
-            for env in variants.values():  # warm-up: page cache, token lookup, OpenBao
-                render(chart, env, None, None)
+            for label, env in variants.items():  # warm-up: page cache, token lookup, OpenBao
+                render(chart, env, None, None, supervised[label])
             walls: dict[str, list[float]] = {label: [] for label in variants}
             cpus: dict[str, list[float]] = {label: [] for label in variants}
             to_renderer: dict[str, list[float]] = {label: [] for label in variants}
@@ -174,7 +190,11 @@ def main() -> None:
                     profile = root / f"{len(profiles[label])}-{label}.prof"
                     log = root / f"{label}.log" if args.timeline and number == 0 else None
                     code, wall, cpu, reached = render(
-                        chart, variants[label], profile if args.profile else None, log
+                        chart,
+                        variants[label],
+                        profile if args.profile else None,
+                        log,
+                        supervised[label],
                     ).split()
                     if code != "0":
                         raise SystemExit(f"{label}: exit status {code}")
