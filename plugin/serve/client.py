@@ -213,7 +213,8 @@ def wait_status(sock: _socket.socket) -> int:
         return int(line)
     if first == b"K" and line.isdigit():
         signum = int(line)
-        _signal.signal(signum, _signal.SIG_DFL)
+        if signum not in (_signal.SIGKILL, _signal.SIGSTOP):  # these have no handler to reset
+            _signal.signal(signum, _signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return 128 + signum
     os.write(2, b"Error: plugin serve: the render process ended without a status\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -23,7 +24,7 @@ import pytest
 
 from plugin.serve import client, server
 from tests.serve.support import PYTHON as PYTHON_BIN
-from tests.serve.support import ROOT, Zygote, descendants, file_env, plugin, serve_exec
+from tests.serve.support import ROOT, Zygote, alive, descendants, file_env, plugin, serve_exec
 
 CANARY = "canary-serve-Zq81x"
 MANIFEST = (
@@ -590,3 +591,52 @@ def test_a_workers_renderer_starts_without_code_in_the_child(
     assert inproc.code == served.code == 0, (inproc.stderr, served.stderr)  # type: ignore[attr-defined]
     assert b"pdeathsig: '9'" in inproc.stdout  # type: ignore[attr-defined]
     assert b"pdeathsig: '0'" in served.stdout  # type: ignore[attr-defined]
+
+
+def test_a_worker_killed_mid_render_takes_its_renderer_with_it(
+    tmp_path: Path, env: dict[str, str], zygote: Zygote
+) -> None:
+    """A worker starts its renderer without PR_SET_PDEATHSIG (vfork, `plugin.render.process`):
+    when the worker itself is SIGKILLed (the OOM killer), its supervisor kills the renderer.
+    The renderer is a program that never ends by itself (a chart that never finishes)."""
+    pid_file = tmp_path / "renderer.pid"
+    helm = tmp_path / "bin" / "helm"
+    helm.parent.mkdir()
+    helm.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 600\n")
+    helm.chmod(0o755)
+    app = tmp_path / "chart"
+    (app / "templates").mkdir(parents=True)
+    (app / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    env = {
+        **env,
+        "HELM_BIN": str(helm),
+        "ARGOCD_APP_NAME": "probe",
+        "PLUGIN_SANDBOX": "off",
+    }  # it writes its pid
+    client_proc = subprocess.Popen(
+        [PYTHON_BIN, "-m", "plugin", "generate", "."],
+        cwd=app,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text().strip()):
+            assert time.monotonic() < deadline, "the renderer never started"
+            time.sleep(0.05)
+        renderer = int(pid_file.read_text())
+        stat = Path(f"/proc/{renderer}/stat").read_text()
+        worker = int(stat[stat.rfind(")") + 2 :].split()[1])
+        os.kill(worker, signal.SIGKILL)
+        out, _ = client_proc.communicate(timeout=60)
+        # The client dies as its worker did (it once failed setting SIGKILL's handler).
+        assert client_proc.returncode == -signal.SIGKILL and out == b""
+        deadline = time.monotonic() + 20
+        while alive(renderer):
+            assert time.monotonic() < deadline, "the renderer outlived its SIGKILLed worker"
+            time.sleep(0.1)
+    finally:
+        if client_proc.poll() is None:
+            client_proc.kill()
+            client_proc.communicate()
