@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import gc
 import logging
 import os
 import re
@@ -476,6 +477,13 @@ def _start_from_confined_thread(
     Otherwise a new thread enforces the ruleset on itself (`sandbox.confine_thread`), starts
     the child, which inherits the domain, and ends; the calling thread only waits for it.
     The thread's exception (including `_ConfinementError`) is raised here.
+
+    The confined thread runs only `Popen` and the registration of the child, on modules the
+    process has already imported (the zygote preloads them): any file it opened itself would
+    be subject to the child's policy. The cyclic garbage collector is held off meanwhile, so
+    that no finalizer of another thread's objects (a temporary file's removal) runs there.
+    A SIGTERM while the calling thread waits ends the render as on the other path; a child
+    the thread starts after that is killed with the worker's process group (supervisor).
     """
     if prepared is None:
         return popen(None)
@@ -493,8 +501,14 @@ def _start_from_confined_thread(
             outcome.append(exc)
 
     thread = threading.Thread(target=confine_and_start, name="renderer-start", daemon=True)
-    thread.start()
-    thread.join()
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        thread.start()
+        thread.join()
+    finally:
+        if collecting:
+            gc.enable()
     if not outcome:
         raise _ConfinementError
     found = outcome[0]
@@ -561,8 +575,6 @@ def run(
         with _children_lock:
             _children.add(proc)
             _started[proc.pid] = since
-        if _terminating.is_set():  # SIGTERM came while it started: kill_children missed it
-            _kill_group(proc)
         return proc
 
     try:
@@ -586,6 +598,8 @@ def run(
     finally:
         if prepared is not None:
             prepared.close()
+    if _terminating.is_set():  # SIGTERM came while it started: kill_children may have missed it
+        _kill_group(proc)
     try:
         if on_start is not None:
             on_start()
