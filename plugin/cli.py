@@ -201,8 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
 def warm_up() -> None:
     """What the zygote does once for all its workers: build the parser and parse a typical
     command line, which compiles and caches the regular expressions argparse matches
-    arguments with. Nothing of a request, no setting, no secret."""
+    arguments with, and ask the machine's clock tick rate (`process_started`). Nothing of a
+    request, no setting, no secret."""
     build_parser().parse_args(["generate", "."])
+    _clock_ticks()
 
 
 def _add_config_flags(sub: argparse.ArgumentParser) -> None:
@@ -380,17 +382,29 @@ def process_started() -> float:
     """
     now = time.monotonic()
     try:
-        with open("/proc/self/stat", encoding="ascii") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        with open("/proc/uptime", encoding="ascii") as handle:
-            uptime = float(handle.read().split()[0])
-        ticks = os.sysconf("SC_CLK_TCK")
-        age = uptime - int(fields[19]) / ticks
+        fields = _read_proc("/proc/self/stat").rsplit(b")", 1)[1].split()
+        uptime = float(_read_proc("/proc/uptime").split()[0])
+        age = uptime - int(fields[19]) / _clock_ticks()
     except (OSError, ValueError, IndexError):
         return now
     if not 0.0 <= age <= _LONG_LIVED:
         return now
     return now - age
+
+
+def _read_proc(path: str) -> bytes:
+    """A small /proc file, without the text layer of open(): this runs in every request."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _clock_ticks() -> int:
+    """Clock ticks per second of /proc's times: a fact of the machine, asked once."""
+    return os.sysconf("SC_CLK_TCK")
 
 
 def _run(

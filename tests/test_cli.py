@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -259,6 +261,26 @@ def test_the_deadline_of_a_long_lived_host_counts_from_the_call(
     monkeypatch.setattr(cli, "_LONG_LIVED", 0.0)
     before = time.monotonic()
     assert cli.process_started() >= before
+
+
+def test_a_fresh_process_counts_its_deadline_from_its_start() -> None:
+    """Argo CD's clock started before the interpreter: the time the process lived before
+    main() (here a sleep standing for a slow start) is taken off the render deadline."""
+    code = (
+        "import time\n"
+        "time.sleep(0.5)\n"
+        "from plugin import cli\n"
+        "print(time.monotonic() - cli.process_started())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+        check=True,
+    )
+    age = float(done.stdout)
+    assert 0.4 <= age < cli._LONG_LIVED
 
 
 def test_the_parser_is_built_once_per_process() -> None:

@@ -23,8 +23,9 @@ _TOP_LEVEL_KIND = re.compile(rb"^kind:[ \t]*\S", re.MULTILINE)
 
 
 def _has(app_dir: Path, names: tuple[str, ...]) -> bool:
+    isfile, join = os.path.isfile, os.path.join  # strings: this runs for every render
     return any(
-        (app_dir / name).is_file() or (app_dir / (name + TEMPLATE_SUFFIX)).is_file()
+        isfile(join(app_dir, name)) or isfile(join(app_dir, name + TEMPLATE_SUFFIX))
         for name in names
     )
 

@@ -70,6 +70,10 @@ _RELEASE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*
 RELEASE_NAME_MAX = 53
 
 
+#: What `shlex` (POSIX mode) splits words on: nothing else is blank to it.
+_SHELL_BLANKS = " \t\r\n"
+
+
 @dataclass
 class HelmArgs:
     """The accepted content of HELM_ARGS, by flag."""
@@ -88,6 +92,8 @@ def parse_helm_args(text: str, origin: str = "HELM_ARGS") -> HelmArgs:
 
     Messages name the offending flag, never a value.
     """
+    if not text.strip(_SHELL_BLANKS):  # the common case: no HELM_ARGS at all
+        return HelmArgs()
     try:
         words = shlex.split(text, comments=False, posix=True)
     except ValueError as exc:
@@ -237,21 +243,31 @@ def find_repo_root(app_dir: Path, source_path: str = "") -> Path:
     Outside Argo CD (no source path, or one that does not match the directory names): the
     nearest ancestor holding `.git`, else the app dir.
     """
-    app_dir = Path(os.path.abspath(app_dir))
-    parts = [p for p in Path(source_path.strip().strip("/")).parts if p not in ("", ".")]
-    root = app_dir
-    for part in reversed(parts):
-        if root.name != part or root.parent == root:
+    # Strings, not Path objects: this runs for every render.
+    app = os.path.abspath(app_dir)
+    root = app
+    for part in reversed(_source_parts(source_path)):
+        parent = os.path.dirname(root)
+        if os.path.basename(root) != part or parent == root:
             break
-        root = root.parent
-    if root != app_dir:
+        root = parent
+    if root != app:
         # All of the source path matched, or its tail only: then the cmp-server's tar root is
         # the manifest-generate-paths common root, which is where the copy starts.
-        return root
-    for candidate in (app_dir, *app_dir.parents):
-        if (candidate / ".git").exists():
-            return candidate
-    return app_dir
+        return Path(root)
+    candidate = app
+    while True:
+        if os.path.exists(os.path.join(candidate, ".git")):
+            return Path(candidate)
+        parent = os.path.dirname(candidate)
+        if parent == candidate:
+            return Path(app)
+        candidate = parent
+
+
+def _source_parts(source_path: str) -> list[str]:
+    """The directory names of ARGOCD_APP_SOURCE_PATH (no empty or `.` parts)."""
+    return [p for p in source_path.strip().strip("/").split("/") if p not in ("", ".")]
 
 
 def repo_root_note(app_dir: Path, source_path: str, root: Path) -> str:
@@ -260,11 +276,10 @@ def repo_root_note(app_dir: Path, source_path: str, root: Path) -> str:
     Outside Argo CD and outside a Git checkout the application directory itself is taken as
     the repository root, so `/clusters/x.yaml` and `../values.yaml` are looked for there.
     """
-    app_dir = Path(os.path.abspath(app_dir))
-    if (root / ".git").exists():
+    if os.path.exists(os.path.join(root, ".git")):
         return ""
-    parts = [p for p in Path(source_path.strip().strip("/")).parts if p not in ("", ".")]
-    if parts and root != app_dir:
+    parts = _source_parts(source_path)
+    if parts and os.fspath(root) != os.path.abspath(app_dir):
         return ""
     why = (
         f"ARGOCD_APP_SOURCE_PATH ({source_path}) does not end with the directory's path"

@@ -417,6 +417,7 @@ def _helm(
         ]
         done = _helm_template(
             helm_bin=helm_bin,
+            args=args,
             work=work,
             scratch=scratch,
             env=env,
@@ -493,6 +494,7 @@ def _check_values_placeholders(
 def _helm_template(
     *,
     helm_bin: str,
+    args: helm.HelmArgs,
     work: Path,
     scratch: Path,
     env: Mapping[str, str],
@@ -507,7 +509,6 @@ def _helm_template(
     files, confined (no network: dependencies are already in the work copy; nothing from the
     repository: values files are staged copies in the scratch directory)."""
     request = ctx.request
-    args = helm.parse_helm_args(request.helm_args)
     build_env = request.environment
 
     sets: list[tuple[str, str]] = helm.parameter_sets(request.helm_parameters, build_env)

@@ -21,6 +21,7 @@ from plugin.render.helm import (
     parameter_sets,
     parse_helm_args,
     release_name,
+    repo_root_note,
     resolve_set_files,
     resolve_values_files,
     split_set_file,
@@ -137,6 +138,9 @@ def test_allowed_helm_args() -> None:
     assert args.kube_version == "1.30.0"
     assert parse_helm_args("--include-crds").include_crds is True
     assert parse_helm_args("").values_files == []
+    assert parse_helm_args(" \t\r\n") == parse_helm_args("")
+    with pytest.raises(ConfigError, match="a positional argument is not allowed"):
+        parse_helm_args("\x0b")  # not blank to a POSIX shell split: a word, and not a flag
 
 
 @pytest.mark.parametrize(
@@ -315,6 +319,28 @@ def test_find_repo_root(repo: Path, tmp_path: Path) -> None:
     assert find_repo_root(app, "other/nope") == repo  # mismatch: falls back to .git
     # manifest-generate-paths: the tar root is the common root, only the tail matches
     assert find_repo_root(app, "deploy/apps/web") == repo
+    assert find_repo_root(app, " ./apps//web/. ") == repo  # empty and `.` parts ignored
+    assert find_repo_root(str(app) + "/", "web") == repo / "apps"
+    assert find_repo_root(repo / "apps/web/../web", "apps/web") == repo
+
+
+def test_find_repo_root_stops_at_the_file_system_root(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    names = [part for part in app.parts if part != "/"]
+    assert find_repo_root(app, "/".join(["extra", *names])) == Path("/")
+    assert find_repo_root(app, "") == app  # no .git anywhere above: the app dir itself
+    assert isinstance(find_repo_root(app, ""), Path)
+
+
+def test_repo_root_note_says_when_the_root_was_guessed(tmp_path: Path) -> None:
+    app = tmp_path / "repo" / "app"
+    app.mkdir(parents=True)
+    assert "ARGOCD_APP_SOURCE_PATH is not set" in repo_root_note(app, "", app)
+    assert "(nope) does not end with" in repo_root_note(app, "nope", app)
+    assert repo_root_note(app, "app", app.parent) == ""  # the source path matched
+    (app / ".git").mkdir()
+    assert repo_root_note(app, "", app) == ""  # a Git checkout: not a guess
 
 
 def test_inline_values() -> None:
