@@ -55,12 +55,13 @@ def render(
     profile: Path | None,
     log: Path | None,
     supervised: bool = True,
+    *,
+    to_renderer: bool = False,
 ) -> str:
-    """Fork a worker that renders `chart` once; returns "status wall cpu to_renderer".
-
-    `to_renderer` is the time from the fork until the worker calls `process.run` for the
-    renderer (helm, kustomize), in seconds; "nan" when no renderer ran (a plain directory).
-    """
+    """Fork a worker that renders `chart` once; returns "status wall cpu", and with
+    `to_renderer` a fourth field: the time from the fork until the worker calls `process.run`
+    for the renderer (helm, kustomize), in seconds; "nan" when no renderer ran (a plain
+    directory)."""
     from plugin import cli
     from plugin.render import pipeline
 
@@ -114,7 +115,8 @@ def render(
         own = resource.getrusage(resource.RUSAGE_SELF)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-        os.write(write_end, f"{code} {wall} {cpu} {reached[0]}".encode())
+        fields = f"{code} {wall} {cpu}" + (f" {reached[0]}" if to_renderer else "")
+        os.write(write_end, fields.encode())
         os._exit(0)
     os.close(write_end)
     answer = os.read(read_end, 200).decode()
@@ -195,6 +197,7 @@ def main() -> None:
                         profile if args.profile else None,
                         log,
                         supervised[label],
+                        to_renderer=True,
                     ).split()
                     if code != "0":
                         raise SystemExit(f"{label}: exit status {code}")
