@@ -258,7 +258,7 @@ def _plan_scanned(document: Document, scan: Scan, rules: Rules, memo: PlanMemo) 
     No annotation applies (`spliceable`), so only `<path:…>` placeholders count, and the
     new values go to `Job.spliced_values` instead of a constructed document.
     """
-    job = Job(document, ann.Annotations(), candidates=[])
+    job = Job(document, _NO_ANNOTATIONS, candidates=[])
     candidates = job.candidates
     assert candidates is not None
     values = job.spliced_values
@@ -276,6 +276,10 @@ def _plan_scanned(document: Document, scan: Scan, rules: Rules, memo: PlanMemo) 
         values.append(value)
         refs.update(scalar_refs)
     return job
+
+
+#: What a scanned document's annotations are (none): one frozen instance for all of them.
+_NO_ANNOTATIONS = ann.Annotations()
 
 
 def _scalar_plan(
