@@ -67,6 +67,14 @@ CHECK_INTERVAL_SECONDS = 30.0
 #: How long the supervisor lets a worker finish its after-work (the reference index record)
 #: once the client has its status; then the worker's process group is killed.
 AFTER_WORK_SECONDS = 30.0
+#: A spare that dies sooner than this after its fork counts as a crash: the next one is forked
+#: after a delay that doubles from `SPARE_FIRST_DELAY_SECONDS` up to `SPARE_MAX_DELAY_SECONDS`
+#: (meanwhile each request gets a supervisor forked for it, as without spares).
+SPARE_STABLE_SECONDS = 1.0
+SPARE_FIRST_DELAY_SECONDS = 0.1
+SPARE_MAX_DELAY_SECONDS = 30.0
+#: The process name (/proc/PID/comm) of a spare while it waits: `ps` tells it from a supervisor.
+SPARE_NAME = b"plugin-spare"
 #: Libraries that the stages import lazily: imported by the zygote so children do not.
 THIRD_PARTY = (
     "yaml",
@@ -81,6 +89,7 @@ THIRD_PARTY = (
     "encodings.ascii",
 )
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_NAME = 15
 _DESCRIPTORS = 4  # stdin, stdout, stderr, working directory
 
 
@@ -396,6 +405,50 @@ def start_detached(path: str, max_requests: int, entry: Entry, warm: Warm | None
 # ---------------------------------------------------------------------------- the zygote
 
 
+class Spare:
+    """A supervisor forked before its request, waiting for the connection (`Zygote.hand_off`).
+
+    The fork of the zygote (a large process: its page tables, then the child's first
+    copy-on-write faults) costs milliseconds; a spare pays them while nobody waits. It is
+    forked from the zygote as it is, holds nothing of any request and blocks in recvmsg() on
+    a socket pair until the zygote passes it an accepted connection (SCM_RIGHTS) with the
+    zygote's request count. It then is that request's supervisor, exactly as one forked for
+    it. When the zygote's end closes (the zygote exits, is killed or re-execs: the end is
+    close-on-exec) the spare reads the end and exits: a spare of old code never serves.
+    """
+
+    def __init__(self, pid: int, pidfd: int, control: socket.socket) -> None:
+        self.pid = pid
+        #: Readable once the spare has exited; signals sent through it never reach a reused pid.
+        self.pidfd = pidfd
+        self.control = control
+        self.born = time.monotonic()
+
+    def hand_off(self, conn: socket.socket, served: int) -> bool:
+        """Pass the connection to the spare; False if it is gone (the caller forks instead)."""
+        try:
+            socket.send_fds(self.control, [b"%d" % served], [conn.fileno()])
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Forget the spare (handed a request, or dead): close the zygote's descriptors."""
+        self.control.close()
+        with contextlib.suppress(OSError):
+            os.close(self.pidfd)
+
+    def kill(self) -> None:
+        """Stop a waiting spare and reap it (on SIGTERM of the zygote and before it re-execs)."""
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            select.select([self.pidfd], [], [], 5.0)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, os.WNOHANG)
+        self.close()
+
+
 @dataclass
 class Zygote:
     listener: socket.socket
@@ -411,6 +464,14 @@ class Zygote:
     temp_settings: tuple[str | None, ...] = ()
     #: Changes of the module files, told by the kernel; None: the stamp is compared per request.
     watch: CodeWatch | None = None
+    #: The supervisor forked in advance for the next connection (None: forked per request).
+    spare: Spare | None = None
+    #: When the next spare may be forked (time.monotonic), and the delay after a crash.
+    spare_due: float = 0.0
+    spare_delay: float = 0.0
+    #: The zygote's process name, which a spare takes back once handed its request.
+    name: bytes = b""
+    poller: Any = field(default_factory=select.poll)
 
     def own_socket(self) -> bool:
         """The socket file at `path` is still this zygote's (not removed or replaced)."""
@@ -434,18 +495,22 @@ class Zygote:
 
     def loop(self) -> None:
         self.listener.settimeout(CHECK_INTERVAL_SECONDS)
-        poller = select.poll()
-        poller.register(self.listener.fileno(), select.POLLIN)
+        self.poller.register(self.listener.fileno(), select.POLLIN)
         if self.watch is not None:
-            poller.register(self.watch.fd, select.POLLIN)
+            self.poller.register(self.watch.fd, select.POLLIN)
+        self.replenish()
         while True:
-            ready = {fd for fd, _ in poller.poll(CHECK_INTERVAL_SECONDS * 1000)}
+            timeout = CHECK_INTERVAL_SECONDS
+            if self.spare is None:  # waiting out a crashed spare's delay
+                timeout = min(timeout, max(0.0, self.spare_due - time.monotonic()))
+            ready = {fd for fd, _ in self.poller.poll(timeout * 1000)}
+            if self.spare is not None and self.spare.pidfd in ready:
+                self.lost_spare()
             if not ready:
                 if not self.own_socket():
                     _say(f"{self.path} is no longer this zygote's socket; stopping")
                     return
                 self.restart_if_changed()  # idle: a missed event costs nobody anything
-                continue
             if self.watch is not None and self.watch.fd in ready:
                 # Before the connection that may be waiting: it is then served by the new
                 # zygote (the socket and its queue survive the exec), never by stale code.
@@ -455,8 +520,10 @@ class Zygote:
                 try:
                     conn, _ = self.listener.accept()
                 except (BlockingIOError, TimeoutError, InterruptedError):
-                    continue
-                self.dispatch(conn)
+                    conn = None
+                if conn is not None:
+                    self.dispatch(conn)
+            self.replenish()
 
     def restart_if_changed(self) -> None:
         if code_stamp() != self.stamp:
@@ -476,24 +543,112 @@ class Zygote:
                 _say("the plugin's code changed on disk; restarting")
                 conn.close()
                 self.restart()
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the supervisor, measured through the client
-                code = 1
-                try:
-                    self.listener.close()
-                    if self.watch is not None:
-                        self.watch.close()
-                    code = supervise(conn, self)
-                except BaseException:
+            if not self.hand_off(conn):
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - the supervisor, measured through the client
                     code = 1
-                finally:
-                    os._exit(code)
+                    try:
+                        self.listener.close()
+                        if self.watch is not None:
+                            self.watch.close()
+                        _reset_signals()
+                        code = supervise(conn, self)
+                    except BaseException:
+                        code = 1
+                    finally:
+                        os._exit(code)
             self.served += 1
         if self.served >= self.max_requests:
             self.restart()
 
+    def hand_off(self, conn: socket.socket) -> bool:
+        """Give the connection to the spare, if there is one alive (then forget it)."""
+        spare = self.spare
+        if spare is None:
+            return False
+        self.spare = None
+        self.poller.unregister(spare.pidfd)
+        handed = spare.hand_off(conn, self.served)
+        if handed:
+            spare.close()
+            self.spare_delay = 0.0
+        else:
+            self.retire(spare)
+        return handed
+
+    def lost_spare(self) -> None:
+        """The spare exited while waiting (killed, or it failed): replaced, after a delay if
+        it did not live long (`SPARE_STABLE_SECONDS`), so that a crash loop does not spin."""
+        spare = self.spare
+        assert spare is not None
+        self.spare = None
+        self.poller.unregister(spare.pidfd)
+        self.retire(spare)
+
+    def retire(self, spare: Spare) -> None:
+        lived = time.monotonic() - spare.born
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(spare.pid, os.WNOHANG)
+        spare.close()
+        if lived < SPARE_STABLE_SECONDS:
+            self.spare_delay = min(
+                max(2 * self.spare_delay, SPARE_FIRST_DELAY_SECONDS), SPARE_MAX_DELAY_SECONDS
+            )
+        else:
+            self.spare_delay = 0.0
+        self.spare_due = time.monotonic() + self.spare_delay
+        _say(f"the spare supervisor {spare.pid} exited; the next one in {self.spare_delay:.1f} s")
+
+    def replenish(self) -> None:
+        """Fork the next spare, unless one waits or a crashed one's delay is not over."""
+        if self.spare is not None or time.monotonic() < self.spare_due:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # SIGCHLD is held until the pidfd exists: a spare that dies at once is not reaped
+        # (and its pid reused) before the zygote has a handle on it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the spare, measured through the client
+                code = 1
+                try:
+                    ours.close()
+                    self.listener.close()
+                    if self.watch is not None:
+                        self.watch.close()
+                    _reset_signals()
+                    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+                    code = wait_as_spare(theirs, self)
+                except BaseException:
+                    code = 1
+                finally:
+                    os._exit(code)
+            theirs.close()
+            pidfd = os.pidfd_open(pid)
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            self.spare_delay = min(
+                max(2 * self.spare_delay, SPARE_FIRST_DELAY_SECONDS), SPARE_MAX_DELAY_SECONDS
+            )
+            self.spare_due = time.monotonic() + self.spare_delay
+            _say(f"could not fork a spare supervisor ({exc.strerror or exc})")
+            return
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        self.spare = Spare(pid, pidfd, ours)
+        self.poller.register(pidfd, select.POLLIN)
+
+    def stop_spare(self) -> None:
+        if self.spare is not None:
+            spare, self.spare = self.spare, None
+            with contextlib.suppress(KeyError):
+                self.poller.unregister(spare.pidfd)
+            spare.kill()
+
     def restart(self) -> None:
         """Replace this process by a fresh zygote that keeps listening on the same socket."""
+        self.stop_spare()  # forked from the code being replaced
         fd = self.listener.fileno()
         os.set_inheritable(fd, True)
         # The same interpreter flags and sys.path as this process: one started by the image's
@@ -503,6 +658,37 @@ class Zygote:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(argv[0], argv)  # noqa: S606 - this program, again
+
+
+def _reset_signals() -> None:
+    """A supervisor (or spare) does not inherit the zygote's handlers."""
+    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def _set_name(name: bytes) -> None:
+    """Set this process's name (/proc/PID/comm, what `ps` shows); best effort."""
+    prctl = _prctl()
+    if prctl is not None and name:
+        prctl(_PR_SET_NAME, name[:15], 0, 0, 0)
+
+
+def wait_as_spare(control: socket.socket, zygote: Zygote) -> int:
+    """The spare: wait for a connection from the zygote, then supervise it (see `Spare`)."""
+    _set_name(SPARE_NAME)
+    _set_subreaper()  # a property of this process, not of a request: done while idle
+    flags = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+    try:
+        message, fds, _, _ = socket.recv_fds(control, 64, 1, flags)
+    except OSError:
+        return 0
+    control.close()
+    if len(fds) != 1 or not message.isdigit():
+        _close_all(fds)
+        return 0  # the zygote went away (or re-exec'd): this spare's code may be stale
+    _set_name(zygote.name)
+    zygote.served = int(message)
+    return supervise(socket.socket(fileno=fds[0]), zygote)
 
 
 def _reap(signum: int, frame: FrameType | None) -> None:
@@ -532,6 +718,8 @@ def serve(
     else:
         listener = listen(path)
     zygote = Zygote(listener, path, max_requests, entry)
+    with contextlib.suppress(OSError), open("/proc/self/comm", "rb") as handle:
+        zygote.name = handle.read().strip()
     with contextlib.suppress(OSError):
         info = os.lstat(path)
         zygote.inode = (info.st_dev, info.st_ino)
@@ -553,6 +741,7 @@ def serve(
             _say(f"zygote {os.getpid()} serves {path}")
         zygote.loop()
     finally:
+        zygote.stop_spare()
         if zygote.own_socket():
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -739,8 +928,6 @@ def _scratch(env: dict[bytes, bytes], zygote: Zygote) -> str:
 
 def supervise(conn: socket.socket, zygote: Zygote) -> int:
     """The supervisor of one request (runs in the zygote's forked child)."""
-    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
     try:
         request = receive(conn)
     except (ProtocolError, OSError) as exc:
@@ -769,7 +956,7 @@ def supervise(conn: socket.socket, zygote: Zygote) -> int:
         _close_all(request.fds)
         return 0
     conn.settimeout(None)
-    _set_subreaper()
+    _set_subreaper()  # done by a spare already; one prctl when forked for the request
     scratch = _scratch(request.env, zygote)
     report_read, report_write = os.pipe()  # close-on-exec: helm and kustomize never hold it
     pid = os.fork()

@@ -161,8 +161,20 @@ def parent_of(pid: int) -> int | None:
     return int(stat[stat.rfind(b")") + 2 :].split()[1])
 
 
-def descendants(root: int) -> set[int]:
-    """Every living process under `root` (from /proc)."""
+#: The process name of a zygote's spare supervisor while it waits (plugin.serve.server).
+SPARE_NAME = "plugin-spare"
+
+
+def name_of(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+def descendants(root: int, *, spares: bool = False) -> set[int]:
+    """Every living process under `root` (from /proc); a waiting spare supervisor of a zygote
+    (and what it forked) only with `spares`: it belongs to no request."""
     parents: dict[int, int] = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -173,8 +185,19 @@ def descendants(root: int) -> set[int]:
     frontier = {root}
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        if not spares:
+            frontier = {pid for pid in frontier if name_of(pid) != SPARE_NAME}
         found |= frontier
     return found
+
+
+def spares_of(root: int) -> list[int]:
+    """The waiting spare supervisors among the children of a zygote `root`."""
+    return sorted(
+        pid
+        for pid in descendants(root, spares=True)
+        if parent_of(pid) == root and name_of(pid) == SPARE_NAME
+    )
 
 
 def alive(pid: int) -> bool:

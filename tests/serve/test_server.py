@@ -8,6 +8,7 @@ replaces itself after N requests and when its code changes.
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import shutil
@@ -24,7 +25,16 @@ import pytest
 
 from plugin.serve import client, server
 from tests.serve.support import PYTHON as PYTHON_BIN
-from tests.serve.support import ROOT, Zygote, alive, descendants, file_env, plugin, serve_exec
+from tests.serve.support import (
+    ROOT,
+    Zygote,
+    alive,
+    descendants,
+    file_env,
+    plugin,
+    serve_exec,
+    spares_of,
+)
 
 CANARY = "canary-serve-Zq81x"
 MANIFEST = (
@@ -280,10 +290,12 @@ def test_a_code_change_on_disk_restarts_the_zygote(tmp_path: Path, env: dict[str
     zygote = Zygote(env)
     try:
         assert b"docs/configuration.md" in plugin(["--help"], env).stdout
+        old_spare = _one_spare(zygote)
         module = install / "plugin" / "cli.py"
         module.write_text(module.read_text().replace("docs/configuration.md", "docs/changed.md"))
         run = plugin(["--help"], env)
         assert run.code == 0 and b"docs/changed.md" in run.stdout, "served by stale code"
+        assert not alive(old_spare), "the spare forked from the old code is still waiting"
         deadline = time.monotonic() + 60
         while zygote.status() is None:
             assert time.monotonic() < deadline, "the zygote did not come back"
@@ -640,3 +652,92 @@ def test_a_worker_killed_mid_render_takes_its_renderer_with_it(
         if client_proc.poll() is None:
             client_proc.kill()
             client_proc.communicate()
+
+
+def _one_spare(zygote: Zygote) -> int:
+    """The zygote's spare supervisor, once the processes of earlier requests are gone."""
+    deadline = time.monotonic() + 60
+    while True:
+        found = spares_of(zygote.proc.pid)
+        if len(found) == 1 and not descendants(zygote.proc.pid):
+            return found[0]
+        assert len(found) <= 1, f"more than one spare: {found}"
+        assert time.monotonic() < deadline, f"no single spare: {found}"
+        time.sleep(0.05)
+
+
+def test_a_spare_waits_for_the_next_request_and_serves_it(
+    tmp_path: Path, env: dict[str, str], zygote: Zygote
+) -> None:
+    """The supervisor is forked before its connection arrives: the request is served by the
+    spare that waited (it is gone afterwards) and exactly one new spare waits again."""
+    (tmp_path / "m.yaml").write_text(MANIFEST)
+    first = _one_spare(zygote)
+    assert descendants(first, spares=True) == set(), "a spare holds no process of a request"
+    run = plugin(["generate", str(tmp_path / "m.yaml")], env)
+    assert run.code == 0 and CANARY.encode() in run.stdout
+    second = _one_spare(zygote)
+    assert second != first and not alive(first)
+    # Several requests, one after the other: never more than one spare at a time.
+    for _ in range(3):
+        assert plugin(["generate", str(tmp_path / "m.yaml")], env).stdout == run.stdout
+    assert _one_spare(zygote) not in (first, second)
+
+
+def _replaced(zygote: Zygote, killed: int) -> bool:
+    return not alive(killed) and spares_of(zygote.proc.pid) not in ([], [killed])
+
+
+def test_a_killed_spare_is_replaced(tmp_path: Path, env: dict[str, str], zygote: Zygote) -> None:
+    (tmp_path / "m.yaml").write_text(MANIFEST)
+    for _ in range(2):
+        killed = _one_spare(zygote)
+        os.kill(killed, signal.SIGKILL)
+        _wait_until(functools.partial(_replaced, zygote, killed), "the spare was not replaced")
+        run = plugin(["generate", str(tmp_path / "m.yaml")], env)
+        assert run.code == 0 and CANARY.encode() in run.stdout
+    zygote.stop()
+    assert f"the spare supervisor {killed} exited" in zygote.stderr()
+
+
+def test_sigterm_of_the_zygote_leaves_no_process_behind(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    zygote = Zygote(env)
+    try:
+        (tmp_path / "m.yaml").write_text(MANIFEST)
+        assert plugin(["generate", str(tmp_path / "m.yaml")], env).code == 0
+        spare = _one_spare(zygote)
+        under = descendants(zygote.proc.pid, spares=True)
+        assert spare in under
+    finally:
+        zygote.stop()
+    # zygote.stop() returned once the zygote was reaped: what it started is gone already.
+    assert [pid for pid in under if alive(pid)] == []
+
+
+def test_a_spare_that_keeps_dying_is_replaced_ever_more_slowly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash loop does not spin: the delay before the next spare doubles, up to a bound."""
+    monkeypatch.setattr(server, "wait_as_spare", lambda control, zygote: 3)
+    monkeypatch.setattr(server, "SPARE_FIRST_DELAY_SECONDS", 0.05)
+    monkeypatch.setattr(server, "SPARE_MAX_DELAY_SECONDS", 0.2)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    zygote = server.Zygote(listener, str(tmp_path / "s.sock"), 10, lambda report: 0)
+    delays = []
+    try:
+        for _ in range(4):
+            zygote.replenish()
+            spare = zygote.spare
+            assert spare is not None
+            assert select.select([spare.pidfd], [], [], 10)[0], "the failing spare did not exit"
+            zygote.lost_spare()
+            delays.append(zygote.spare_delay)
+            zygote.replenish()
+            assert zygote.spare is None, "a spare was forked again without waiting"
+            time.sleep(max(0.0, zygote.spare_due - time.monotonic()))
+    finally:
+        zygote.stop_spare()
+        listener.close()
+    assert delays == [0.05, 0.1, 0.2, 0.2]
