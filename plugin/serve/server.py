@@ -90,6 +90,7 @@ THIRD_PARTY = (
 )
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NAME = 15
+_PR_SET_PDEATHSIG = 1
 _DESCRIPTORS = 4  # stdin, stdout, stderr, working directory
 
 
@@ -677,6 +678,7 @@ def wait_as_spare(control: socket.socket, zygote: Zygote) -> int:
     """The spare: wait for a connection from the zygote, then supervise it (see `Spare`)."""
     _set_name(SPARE_NAME)
     _set_subreaper()  # a property of this process, not of a request: done while idle
+    waiting = Waiting.fork(zygote, control)
     flags = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
     try:
         message, fds, _, _ = socket.recv_fds(control, 64, 1, flags)
@@ -685,10 +687,109 @@ def wait_as_spare(control: socket.socket, zygote: Zygote) -> int:
     control.close()
     if len(fds) != 1 or not message.isdigit():
         _close_all(fds)
+        if waiting is not None:
+            waiting.dispose()
         return 0  # the zygote went away (or re-exec'd): this spare's code may be stale
     _set_name(zygote.name)
     zygote.served = int(message)
-    return supervise(socket.socket(fileno=fds[0]), zygote)
+    return supervise(socket.socket(fileno=fds[0]), zygote, waiting)
+
+
+class Waiting:
+    """A worker forked by a spare before its request: the spare's second fork, and its
+    child's first copy-on-write faults, are off the request's path too.
+
+    It holds nothing of a request: it waits (named like the spare) on a socket pair for the
+    request as the client sent it, with the client's descriptors, then reads the scratch
+    directory's path on a pipe and runs `work` exactly as a worker forked for the request.
+    It dies with its spare (PR_SET_PDEATHSIG while it waits; the socket's end otherwise).
+    """
+
+    def __init__(self, pid: int, channel: socket.socket, setup_fd: int, report_fd: int) -> None:
+        self.pid = pid
+        self.channel = channel
+        self.setup_fd = setup_fd
+        self.report_fd = report_fd
+
+    @classmethod
+    def fork(cls, zygote: Zygote, control: socket.socket) -> Waiting | None:
+        """Fork the worker (None if that fails: the request's worker is forked for it)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        setup_read, setup_write = os.pipe()
+        report_read, report_write = os.pipe()  # close-on-exec: helm and kustomize never hold it
+        parent = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            _close_all([setup_read, setup_write, report_read, report_write])
+            return None
+        if pid == 0:  # pragma: no cover - the worker, measured through the client
+            try:
+                control.close()
+                ours.close()
+                _close_all([setup_write, report_read])
+                wait_as_worker(theirs, setup_read, report_write, zygote, parent)
+            finally:
+                os._exit(70)
+        theirs.close()
+        _close_all([setup_read, report_write])
+        return cls(pid, ours, setup_write, report_read)
+
+    def start(self, request: Request, scratch: str) -> bool:
+        """Give the worker its request; False if it is gone (one is forked instead)."""
+        message = client.MAGIC + len(request.raw).to_bytes(8, "big") + request.raw
+        try:
+            os.write(self.setup_fd, os.fsencode(scratch) + b"\n")
+            sent = socket.send_fds(self.channel, [message], request.fds)
+            if sent < len(message):
+                self.channel.sendall(message[sent:])
+        except OSError:
+            return False
+        finally:
+            self.channel.close()
+            with contextlib.suppress(OSError):
+                os.close(self.setup_fd)
+            self.setup_fd = -1
+        return True
+
+    def dispose(self) -> None:
+        """End a worker that gets no request (refused, status, or the client gave up)."""
+        self.channel.close()
+        _close_all([self.setup_fd, self.report_fd])
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+def wait_as_worker(
+    channel: socket.socket, setup_fd: int, report_fd: int, zygote: Zygote, parent: int
+) -> None:
+    """The waiting worker: its request, its scratch directory, then `work` (see `Waiting`)."""
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        return  # the spare died before the line above
+    select.select([channel], [], [])  # no timeout: a spare waits as long as it must
+    try:
+        request = receive(channel)
+    except (ProtocolError, OSError):
+        return  # the spare went away, or gave the request to another worker
+    scratch = b""
+    while not scratch.endswith(b"\n"):
+        chunk = os.read(setup_fd, 4096)
+        if not chunk:
+            return
+        scratch += chunk
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, 0, 0, 0, 0)  # from now on as a worker forked for its request
+    channel.close()
+    os.close(setup_fd)
+    _set_name(zygote.name)
+    work(request, os.fsdecode(scratch[:-1]), zygote.entry, report_fd)
 
 
 def _reap(signum: int, frame: FrameType | None) -> None:
@@ -725,6 +826,9 @@ def serve(
         zygote.inode = (info.st_dev, info.st_ino)
     try:
         preload(warm)
+        # A spare killed while it waits (restart, SIGTERM) leaves its waiting worker, which
+        # dies with it: the zygote reaps it (in Argo CD, PID 1 is the cmp-server, which does not).
+        _set_subreaper()
         loaded = code_stamp()
         zygote.watch = CodeWatch.start(loaded)  # before the stamp: no change falls between
         zygote.stamp = code_stamp() if zygote.watch is not None else loaded
@@ -762,6 +866,8 @@ class Request:
     argv: list[str]
     env: dict[bytes, bytes]
     fds: list[int]
+    #: The payload as received, passed on as it is to a worker forked in advance (`Waiting`).
+    raw: bytes = b""
 
 
 def _close_all(fds: list[int]) -> None:
@@ -822,7 +928,10 @@ def receive(conn: socket.socket) -> Request:
             if not chunk:
                 raise ProtocolError("truncated request")
             body += chunk
-        return parse_payload(bytes(body[:length]), list(fds))
+        raw = bytes(body[:length])
+        request = parse_payload(raw, list(fds))
+        request.raw = raw
+        return request
     except BaseException:
         _close_all(list(fds))
         raise
@@ -926,8 +1035,17 @@ def _scratch(env: dict[bytes, bytes], zygote: Zygote) -> str:
     return tempfile.mkdtemp(prefix="plugin-request-")
 
 
-def supervise(conn: socket.socket, zygote: Zygote) -> int:
-    """The supervisor of one request (runs in the zygote's forked child)."""
+def supervise(conn: socket.socket, zygote: Zygote, waiting: Waiting | None = None) -> int:
+    """The supervisor of one request (runs in the zygote's forked child, or in a spare with
+    the worker it forked in advance: `waiting`)."""
+    try:
+        return _supervise(conn, zygote, waiting)
+    finally:
+        if waiting is not None and waiting.pid > 0:
+            waiting.dispose()  # the request needed no worker, or it was not handed over
+
+
+def _supervise(conn: socket.socket, zygote: Zygote, waiting: Waiting | None) -> int:
     try:
         request = receive(conn)
     except (ProtocolError, OSError) as exc:
@@ -958,16 +1076,23 @@ def supervise(conn: socket.socket, zygote: Zygote) -> int:
     conn.settimeout(None)
     _set_subreaper()  # done by a spare already; one prctl when forked for the request
     scratch = _scratch(request.env, zygote)
-    report_read, report_write = os.pipe()  # close-on-exec: helm and kustomize never hold it
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the worker, measured through the client
-        try:
-            conn.close()
-            os.close(report_read)
-            work(request, scratch, zygote.entry, report_write)
-        finally:
-            os._exit(70)
-    os.close(report_write)
+    if waiting is not None and waiting.start(request, scratch):
+        pid, report_read = waiting.pid, waiting.report_fd
+        waiting.pid = -1  # the request's worker now: `_watch` waits for it
+    else:
+        if waiting is not None:
+            waiting.dispose()
+            waiting.pid = -1
+        report_read, report_write = os.pipe()  # close-on-exec: helm and kustomize never hold it
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the worker, measured through the client
+            try:
+                conn.close()
+                os.close(report_read)
+                work(request, scratch, zygote.entry, report_write)
+            finally:
+                os._exit(70)
+        os.close(report_write)
     _close_all(request.fds)
     try:
         wait_status, client_gone, reported = _watch(conn, pid, report_read)

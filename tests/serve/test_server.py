@@ -673,7 +673,9 @@ def test_a_spare_waits_for_the_next_request_and_serves_it(
     spare that waited (it is gone afterwards) and exactly one new spare waits again."""
     (tmp_path / "m.yaml").write_text(MANIFEST)
     first = _one_spare(zygote)
-    assert descendants(first, spares=True) == set(), "a spare holds no process of a request"
+    # Its worker, forked in advance, waits with it; nothing else runs under a spare.
+    waiting = descendants(first, spares=True)
+    assert len(waiting) == 1 and descendants(first) == set()
     run = plugin(["generate", str(tmp_path / "m.yaml")], env)
     assert run.code == 0 and CANARY.encode() in run.stdout
     second = _one_spare(zygote)
@@ -741,3 +743,34 @@ def test_a_spare_that_keeps_dying_is_replaced_ever_more_slowly(
         zygote.stop_spare()
         listener.close()
     assert delays == [0.05, 0.1, 0.2, 0.2]
+
+
+def test_the_spare_and_its_waiting_worker_serve_the_next_request(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Both forks happened before the request: the spare becomes its supervisor and the worker
+    it forked in advance runs the command (here seen in its after-work, held at a gate), both
+    under the zygote's own process name again."""
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    env = {**env, "ARGOCD_APP_NAME": "app", "ARGOCD_APP_NAMESPACE": "ns"}
+    zygote = Zygote(env, command=(PYTHON_BIN, "-c", GATED_ZYGOTE))
+    try:
+        (tmp_path / "m.yaml").write_text(MANIFEST)
+        spare = _one_spare(zygote)
+        (worker,) = descendants(spare, spares=True)
+        try:
+            served = plugin(
+                ["generate", str(tmp_path / "m.yaml")], {**env, "SERVE_TEST_GATE": str(gate)}
+            )
+            assert served.code == 0 and CANARY.encode() in served.stdout
+            assert {spare, worker} <= descendants(zygote.proc.pid)
+            assert (
+                Path(f"/proc/{worker}/comm").read_text()
+                == Path(f"/proc/{zygote.proc.pid}/comm").read_text()
+            )
+        finally:
+            _open_gate(gate)
+        _wait_until(lambda: not alive(worker) and not alive(spare), "the request did not end")
+    finally:
+        zygote.stop()
