@@ -75,6 +75,11 @@ SPARE_FIRST_DELAY_SECONDS = 0.1
 SPARE_MAX_DELAY_SECONDS = 30.0
 #: The process name (/proc/PID/comm) of a spare while it waits: `ps` tells it from a supervisor.
 SPARE_NAME = b"plugin-spare"
+#: After a hand-off, the next spare is forked when that request has ended (its supervisor
+#: exited) or after this long, whichever comes first: forking it at once would take CPU from
+#: the render just handed over (two forks and their copy-on-write faults, on a node of few
+#: cores); a connection that arrives meanwhile gets a supervisor forked for it, as without spares.
+SPARE_AFTER_HAND_OFF_SECONDS = 0.25
 #: Libraries that the stages import lazily: imported by the zygote so children do not.
 THIRD_PARTY = (
     "yaml",
@@ -470,6 +475,9 @@ class Zygote:
     #: When the next spare may be forked (time.monotonic), and the delay after a crash.
     spare_due: float = 0.0
     spare_delay: float = 0.0
+    #: The pidfd of the supervisor last handed a connection, until it exits (see
+    #: `SPARE_AFTER_HAND_OFF_SECONDS`).
+    handed: int = -1
     #: The zygote's process name, which a spare takes back once handed its request.
     name: bytes = b""
     poller: Any = field(default_factory=select.poll)
@@ -505,6 +513,10 @@ class Zygote:
             if self.spare is None:  # waiting out a crashed spare's delay
                 timeout = min(timeout, max(0.0, self.spare_due - time.monotonic()))
             ready = {fd for fd, _ in self.poller.poll(timeout * 1000)}
+            if self.handed in ready:
+                self.forget_handed()
+                if self.spare_delay == 0.0:
+                    self.spare_due = 0.0  # the request has ended: the next spare now
             if self.spare is not None and self.spare.pidfd in ready:
                 self.lost_spare()
             if not ready:
@@ -549,9 +561,7 @@ class Zygote:
                 if pid == 0:  # pragma: no cover - the supervisor, measured through the client
                     code = 1
                     try:
-                        self.listener.close()
-                        if self.watch is not None:
-                            self.watch.close()
+                        self.close_inherited()
                         _reset_signals()
                         code = supervise(conn, self)
                     except BaseException:
@@ -571,11 +581,30 @@ class Zygote:
         self.poller.unregister(spare.pidfd)
         handed = spare.hand_off(conn, self.served)
         if handed:
-            spare.close()
+            spare.control.close()
+            self.forget_handed()
+            self.handed = spare.pidfd
+            self.poller.register(spare.pidfd, select.POLLIN)
             self.spare_delay = 0.0
+            self.spare_due = time.monotonic() + SPARE_AFTER_HAND_OFF_SECONDS
         else:
             self.retire(spare)
         return handed
+
+    def close_inherited(self) -> None:
+        """In a forked child: the zygote's descriptors are none of its business."""
+        self.listener.close()
+        if self.watch is not None:
+            self.watch.close()
+        if self.handed >= 0:
+            os.close(self.handed)
+
+    def forget_handed(self) -> None:
+        if self.handed >= 0:
+            self.poller.unregister(self.handed)
+            with contextlib.suppress(OSError):
+                os.close(self.handed)
+            self.handed = -1
 
     def lost_spare(self) -> None:
         """The spare exited while waiting (killed, or it failed): replaced, after a delay if
@@ -614,9 +643,7 @@ class Zygote:
                 code = 1
                 try:
                     ours.close()
-                    self.listener.close()
-                    if self.watch is not None:
-                        self.watch.close()
+                    self.close_inherited()
                     _reset_signals()
                     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
                     code = wait_as_spare(theirs, self)
