@@ -15,6 +15,15 @@ Process tree for one request (all in the sidecar, all with the plugin's UID):
                           working directory, umask, environment and argv; runs
                           `plugin.cli.main()` exactly as an in-process run does, then exits
 
+Forks ahead of the request: both the supervisor and its worker are forked before the
+connection arrives (the fork of a large process and the child's first copy-on-write faults
+cost milliseconds). The zygote keeps one spare supervisor (`Spare`), which has forked its
+worker (`Waiting`); on accept, after the UID check, the zygote passes the connection to the
+spare, which reads the request and passes it on, with the client's descriptors, to the
+waiting worker. Neither holds anything of a request before it gets one, and each serves one.
+The next spare is forked once the handed request has ended or a moment later; a connection
+that finds no spare gets a supervisor (and worker) forked for it, as before.
+
 Early status: once the command has printed everything, the worker closes its copies of the
 client's stdio and reports its exit status on a pipe (`_Reporter`); the supervisor forwards it
 at once when no other process of the render is left, while the worker finishes its after-work
