@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable
 
 #: madvise(2) advice (linux/mman.h, Linux 5.14): fault in every page of the range writable,
 #: breaking copy-on-write sharing, without changing its contents.
 _MADV_POPULATE_WRITE = 23
 #: Mappings left alone: the stack grows on its own, and [vvar]/[vdso] are the kernel's.
 _SKIPPED = ("[stack", "[vvar", "[vdso", "[vsyscall")
+#: Populated per call: small enough that a request arriving meanwhile waits well under a
+#: millisecond for `stop` to be asked again.
+_CHUNK = 1 << 20
 
 
 def private_writable_ranges(maps: str) -> list[tuple[int, int]]:
@@ -42,11 +46,13 @@ def private_writable_ranges(maps: str) -> list[tuple[int, int]]:
     return found
 
 
-def populate_private_memory() -> int:
+def populate_private_memory(stop: Callable[[], bool] | None = None) -> int:
     """Break copy-on-write sharing of this process's private writable memory now.
 
     Returns the number of bytes populated (0 where the kernel lacks MADV_POPULATE_WRITE). Call
-    it in a forked child that has nothing else to do yet; it never raises.
+    it in a forked child that has nothing else to do yet; it never raises. `stop` is asked
+    before each megabyte: once it says True (the request has arrived) the rest is left to the
+    ordinary faults.
     """
     try:
         with open(f"/proc/{os.getpid()}/maps", encoding="ascii") as handle:
@@ -57,7 +63,13 @@ def populate_private_memory() -> int:
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     madvise.restype = ctypes.c_int
     done = 0
-    for start, end in ranges:  # a range the advice does not apply to is skipped (EINVAL)
-        if madvise(start, end - start, _MADV_POPULATE_WRITE) == 0:
-            done += end - start
+    for start, end in ranges:
+        for piece in range(start, end, _CHUNK):
+            if stop is not None and stop():
+                return done
+            size = min(_CHUNK, end - piece)
+            if madvise(piece, size, _MADV_POPULATE_WRITE) == 0:
+                done += size
+            else:  # a range the advice does not apply to (EINVAL): skip the rest of it
+                break
     return done

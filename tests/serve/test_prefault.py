@@ -62,3 +62,14 @@ def test_a_populated_child_writes_shared_pages_without_faulting() -> None:
         pytest.fail("MADV_POPULATE_WRITE did nothing (the kernel here has had it since 5.14)")
     assert populated >= pages * 4096
     assert faults < pages * 0.1
+
+
+def test_populate_stops_when_asked() -> None:
+    asked: list[int] = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) > 2
+
+    assert prefault.populate_private_memory(stop) <= 2 * (1 << 20)
+    assert len(asked) == 3
