@@ -63,10 +63,14 @@ from typing import Any, TextIO
 
 from plugin import __version__
 from plugin.errors import ConfigError, UsageError
-from plugin.serve import client, launcher
+from plugin.serve import client, launcher, prefault
 
 MAX_REQUESTS_SETTING = "PLUGIN_SERVE_MAX_REQUESTS"
 DEFAULT_MAX_REQUESTS = 1000
+#: `off` keeps the waiting worker's memory shared with the zygote until its request comes
+#: (serve.prefault: a populated worker holds tens of MiB of its own while it waits). Read
+#: from the sidecar's own environment when the zygote starts; an Application cannot set it.
+PREFAULT_SETTING = "PLUGIN_SERVE_PREFAULT"
 #: How long `--exec` waits for the zygote to be ready before it execs the program anyway.
 READY_TIMEOUT_SECONDS = 60.0
 #: How long the supervisor waits for the client's request bytes.
@@ -489,6 +493,8 @@ class Zygote:
     handed: int = -1
     #: The zygote's process name, which a spare takes back once handed its request.
     name: bytes = b""
+    #: Whether a waiting worker populates its memory while idle (PREFAULT_SETTING).
+    prefault: bool = True
     poller: Any = field(default_factory=select.poll)
 
     def own_socket(self) -> bool:
@@ -809,6 +815,10 @@ def wait_as_worker(
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         return  # the spare died before the line above
+    if zygote.prefault:
+        # While idle, take the copy-on-write faults its render would take (serve.prefault);
+        # a request arriving meanwhile stops it.
+        prefault.populate_private_memory(lambda: bool(select.select([channel], [], [], 0)[0]))
     select.select([channel], [], [])  # no timeout: a spare waits as long as it must
     try:
         request = receive(channel)
@@ -855,6 +865,7 @@ def serve(
     else:
         listener = listen(path)
     zygote = Zygote(listener, path, max_requests, entry)
+    zygote.prefault = os.environ.get(PREFAULT_SETTING, "").strip().lower() not in client.OFF
     with contextlib.suppress(OSError), open("/proc/self/comm", "rb") as handle:
         zygote.name = handle.read().strip()
     with contextlib.suppress(OSError):

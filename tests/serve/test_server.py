@@ -774,3 +774,39 @@ def test_the_spare_and_its_waiting_worker_serve_the_next_request(
         _wait_until(lambda: not alive(worker) and not alive(spare), "the request did not end")
     finally:
         zygote.stop()
+
+
+def _private_dirty_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Private_Dirty:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Private_Dirty for {pid}")
+
+
+def _waiting_worker_memory(env: dict[str, str]) -> int:
+    """Private dirty KiB of the spare's waiting worker, once it has settled."""
+    zygote = Zygote(env)
+    try:
+        spare = _one_spare(zygote)
+        (worker,) = descendants(spare, spares=True)
+        settled, last = 0, -1
+        deadline = time.monotonic() + 30
+        while settled < 3 and time.monotonic() < deadline:  # populating takes tens of ms
+            now = _private_dirty_kib(worker)
+            settled = settled + 1 if now == last else 0
+            last = now
+            time.sleep(0.1)
+        return last
+    finally:
+        zygote.stop()
+
+
+def test_the_waiting_worker_takes_its_copy_on_write_faults_while_it_waits(
+    env: dict[str, str],
+) -> None:
+    """With the default setting the waiting worker owns its heap before the request (the
+    faults its render would take are taken while idle); PLUGIN_SERVE_PREFAULT=off leaves the
+    memory shared with the zygote."""
+    populated = _waiting_worker_memory(env)
+    shared = _waiting_worker_memory({**env, "PLUGIN_SERVE_PREFAULT": "off"})
+    assert populated > shared + 8 * 1024, (populated, shared)
