@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from plugin.render.process import (
 )
 from plugin.render.values_secrets import SharedReads
 from plugin.secrets.base import SecretRef
+from tests.probes import run_probe
 
 
 def test_the_process_table_has_parents_groups_and_start_times() -> None:
@@ -143,17 +143,7 @@ print(done.stdout.decode().strip())
 def test_children_leave_the_controlling_terminal(tmp_path: Path) -> None:
     """Sharing the plugin's process group does not mean sharing its terminal (a renderer in a
     session of its own never had one)."""
-    done = subprocess.run(
-        [sys.executable, "-c", _TERMINAL_PROBE],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        start_new_session=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "none"
+    assert run_probe(_TERMINAL_PROBE, cwd=tmp_path).strip() == "none"
 
 
 def test_expired_deadline_runs_nothing(tmp_path: Path) -> None:
@@ -363,18 +353,7 @@ print(done.stdout.decode().strip(), len(hooks))
 
 
 def _start_probe(tmp_path: Path, *flags: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", _START_PROBE, *flags],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
-        capture_output=True,
-        text=True,
-        check=False,
-        start_new_session=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return run_probe(_START_PROBE, *flags, cwd=tmp_path).strip()
 
 
 def test_a_zygote_worker_starts_renderers_without_code_in_the_child(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from plugin.render.pipeline import RenderContext
 from plugin.render.process import Confinement, Deadline, run
 from plugin.security import sandbox
 from tests.conformance import clean_environment, run_plugin
+from tests.probes import run_probe
 
 CANARY = "sandbox-canary-7Yq2"
 
@@ -381,17 +382,8 @@ def test_a_zygote_workers_helm_is_confined_and_the_worker_is_not(
     outside.write_text(f"token: {CANARY}\n")
     scratch, work, _ = helm_policy(tmp_path, helm_bin)
     (work / "mine.yaml").write_text("token: inside\n")
-    done = subprocess.run(
-        [sys.executable, "-c", _WORKER_PROBE, helm_bin, str(scratch), str(outside)],
-        cwd=Path(__file__).parents[2],
-        capture_output=True,
-        text=True,
-        check=False,
-        start_new_session=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    found = run_probe(_WORKER_PROBE, helm_bin, str(scratch), str(outside), timeout=120)
+    lines = dict(line.split(": ", 1) for line in found.splitlines())
     assert "permission denied" in lines["outside"]
     assert CANARY not in lines["outside"]
     assert lines["inside"] == "True"
@@ -428,16 +420,7 @@ def test_a_ruleset_the_starting_thread_cannot_enforce_fails_the_render(tmp_path:
     """Fail closed on both paths, with the same message: nothing runs unconfined once a
     ruleset was prepared (the kernel's refusal is real: the ruleset is not a ruleset)."""
     marker = tmp_path / "ran"
-    done = subprocess.run(
-        [sys.executable, "-c", _REFUSED_PROBE, str(marker)],
-        cwd=Path(__file__).parents[2],
-        capture_output=True,
-        text=True,
-        check=False,
-        start_new_session=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    found = run_probe(_REFUSED_PROBE, str(marker))
     message = "helm template: the renderer sandbox could not be applied"
-    assert done.stdout.splitlines() == [f"True {message}", f"False {message}"]
+    assert found.splitlines() == [f"True {message}", f"False {message}"]
     assert not marker.exists()
