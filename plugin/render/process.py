@@ -46,7 +46,6 @@ a child would inherit); a vfork child runs no Python and execs at once.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import gc
 import logging
@@ -65,6 +64,7 @@ from types import FrameType
 from typing import IO, cast
 
 from plugin.errors import PluginError, RenderError
+from plugin.libc import PR_SET_CHILD_SUBREAPER, libc
 from plugin.manifests.inputs import MAX_INPUT_SETTING, format_size
 from plugin.security import sandbox
 from plugin.security.redact import Redactor
@@ -254,7 +254,6 @@ _children: set[subprocess.Popen[bytes]] = set()
 _started: dict[int, int] = {}
 _children_lock = threading.Lock()
 _terminating = threading.Event()
-_PR_SET_CHILD_SUBREAPER = 36
 _subreaper = threading.Event()
 
 
@@ -263,7 +262,7 @@ def _become_subreaper() -> None:
     kill below finds them (once per process)."""
     if not _subreaper.is_set():
         with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+            libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         _subreaper.set()
 
 

@@ -48,6 +48,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from plugin.libc import libc
+
 log = logging.getLogger(__name__)
 
 PREFIX = "plugin-render-"
@@ -92,7 +94,7 @@ def scratch_directory(base: str | None = None, *, background: bool = False) -> I
 
 
 #: `renameat2` of the C library (glibc >= 2.28), or None.
-_renameat2: Any = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+_renameat2: Any = getattr(libc(), "renameat2", None)
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 #: What `renameat2` answers when the kernel or the file system cannot do RENAME_NOREPLACE.

@@ -46,7 +46,6 @@ believes the kernel has, e.g. `0` to simulate a kernel without Landlock.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 import signal
@@ -57,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plugin.errors import ConfigError, PluginError
+from plugin.libc import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, libc
 
 __all__ = [
     "MODE_SETTING",
@@ -83,8 +83,6 @@ _SYS_RESTRICT_SELF = 446
 _CREATE_RULESET_VERSION = 1
 _RULE_PATH_BENEATH = 1
 _RULE_NET_PORT = 2
-_PR_SET_PDEATHSIG = 1
-_PR_SET_NO_NEW_PRIVS = 38
 
 # Filesystem access rights, by the ABI that introduced them.
 FS_EXECUTE = 1 << 0
@@ -136,16 +134,11 @@ class _NetPortAttr(ctypes.Structure):
 
 
 @functools.cache
-def _lib() -> Any:
-    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-
-
-@functools.cache
 def kernel_abi() -> int:
     """The Landlock ABI version the kernel offers (0: none), asked once per process."""
     if sys.platform != "linux":
         return 0
-    version = _lib().syscall(
+    version = libc().syscall(
         ctypes.c_long(_SYS_CREATE_RULESET),
         None,
         ctypes.c_size_t(0),
@@ -307,8 +300,8 @@ def _fs_rights(abi: int) -> int:
 
 
 def _syscall(number: int, *args: Any) -> int:
-    libc = _lib()
-    result = int(libc.syscall(ctypes.c_long(number), *args))
+    lib = libc()
+    result = int(lib.syscall(ctypes.c_long(number), *args))
     if result < 0:
         error = ctypes.get_errno()
         raise OSError(error, os.strerror(error))
@@ -393,9 +386,9 @@ def child_setup(prepared: Prepared | None, parent_pid: int | None = None) -> Cal
     and `subprocess` reports it to the parent, which fails the render (never runs unconfined
     once a ruleset was prepared).
     """
-    libc = _lib()
-    prctl = libc.prctl
-    syscall = libc.syscall
+    lib = libc()
+    prctl = lib.prctl
+    syscall = lib.syscall
     if parent_pid is None:
         parent_pid = prepared.parent_pid if prepared is not None else os.getpid()
     parent = parent_pid
@@ -403,13 +396,13 @@ def child_setup(prepared: Prepared | None, parent_pid: int | None = None) -> Cal
     sigkill = int(signal.SIGKILL)
 
     def setup() -> None:
-        if prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0) != 0:
+        if prctl(PR_SET_PDEATHSIG, sigkill, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "PR_SET_PDEATHSIG failed")
         if os.getppid() != parent:  # the plugin died before PDEATHSIG was set
             os._exit(137)
         if ruleset < 0:
             return
-        if prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        if prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
         if syscall(ctypes.c_long(_SYS_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0)):
             raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
@@ -430,11 +423,11 @@ def confine_thread(prepared: Prepared) -> None:
 
     Raises OSError when the kernel refuses; the caller must then start nothing.
     """
-    libc = _lib()
-    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    lib = libc()
+    if lib.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         error = ctypes.get_errno()
         raise OSError(error, f"PR_SET_NO_NEW_PRIVS failed: {os.strerror(error)}")
-    restricted = libc.syscall(
+    restricted = lib.syscall(
         ctypes.c_long(_SYS_RESTRICT_SELF), ctypes.c_int(prepared.ruleset_fd), ctypes.c_uint32(0)
     )
     if restricted != 0:

@@ -21,6 +21,8 @@ import ctypes
 import os
 from collections.abc import Callable
 
+from plugin.libc import libc
+
 #: madvise(2) advice (linux/mman.h, Linux 5.14): fault in every page of the range writable,
 #: breaking copy-on-write sharing, without changing its contents.
 _MADV_POPULATE_WRITE = 23
@@ -57,7 +59,7 @@ def populate_private_memory(stop: Callable[[], bool] | None = None) -> int:
     try:
         with open(f"/proc/{os.getpid()}/maps", encoding="ascii") as handle:
             ranges = private_writable_ranges(handle.read())
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
+        madvise = libc().madvise
     except (OSError, AttributeError, ValueError):
         return 0
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]

@@ -63,6 +63,7 @@ from typing import Any, TextIO
 
 from plugin import __version__
 from plugin.errors import ConfigError, UsageError
+from plugin.libc import PR_SET_CHILD_SUBREAPER, PR_SET_NAME, PR_SET_PDEATHSIG, libc
 from plugin.serve import client, launcher, prefault
 
 MAX_REQUESTS_SETTING = "PLUGIN_SERVE_MAX_REQUESTS"
@@ -103,12 +104,8 @@ THIRD_PARTY = (
     "certifi",
     "ssl",
     "ctypes",
-    "ctypes.util",
     "encodings.ascii",
 )
-_PR_SET_CHILD_SUBREAPER = 36
-_PR_SET_NAME = 15
-_PR_SET_PDEATHSIG = 1
 _DESCRIPTORS = 4  # stdin, stdout, stderr, working directory
 
 
@@ -274,7 +271,7 @@ def preload(warm: Warm | None = None) -> None:
 
     Only imports and facts of the machine and the program: no settings are read, no backend is
     built, nobody logs in. Each item was found in a worker's trace (strace -f) or profile:
-    the Landlock ABI probe runs `ldconfig -p` (ctypes.util.find_library) in a child process,
+    the first ctypes call of a process sets up libffi (the Landlock ABI probe),
     opening /proc files as text imports `encodings.ascii`, and building the argument parser
     (`warm`) looks up gettext catalogues and the terminal size for each of its options, and
     loading the system's CA certificates for an HTTPS Vault costs tens of milliseconds.
@@ -713,7 +710,7 @@ def _set_name(name: bytes) -> None:
     """Set this process's name (/proc/PID/comm, what `ps` shows); best effort."""
     prctl = _prctl()
     if prctl is not None and name:
-        prctl(_PR_SET_NAME, name[:15], 0, 0, 0)
+        prctl(PR_SET_NAME, name[:15], 0, 0, 0)
 
 
 def wait_as_spare(control: socket.socket, zygote: Zygote) -> int:
@@ -812,7 +809,7 @@ def wait_as_worker(
     """The waiting worker: its request, its scratch directory, then `work` (see `Waiting`)."""
     prctl = _prctl()
     if prctl is not None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         return  # the spare died before the line above
     if zygote.prefault:
@@ -831,7 +828,7 @@ def wait_as_worker(
             return
         scratch += chunk
     if prctl is not None:
-        prctl(_PR_SET_PDEATHSIG, 0, 0, 0, 0)  # from now on as a worker forked for its request
+        prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)  # from now on as a worker forked for its request
     channel.close()
     os.close(setup_fd)
     _set_name(zygote.name)
@@ -991,11 +988,9 @@ def _refuse(conn: socket.socket, reason: str) -> None:
 
 @functools.cache
 def _libc() -> Any:
-    """The C library (ctypes), loaded once."""
-    import ctypes
-
+    """The C library (ctypes), or None where it cannot be loaded."""
     try:
-        return ctypes.CDLL(None, use_errno=True)
+        return libc()
     except OSError:
         return None
 
@@ -1014,7 +1009,7 @@ def _set_subreaper() -> None:
     """Orphans of the worker (helm, kustomize) are re-parented to the supervisor, not init."""
     prctl = _prctl()
     if prctl is not None:
-        prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def children_of(parent: int) -> list[int]:

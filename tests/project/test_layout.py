@@ -21,6 +21,7 @@ PACKAGE = ROOT / "plugin"
 LAYERS: tuple[str, ...] = (
     "errors",
     "atomicfile",
+    "libc",
     "manifests",
     "config",
     "security",

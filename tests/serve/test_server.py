@@ -378,12 +378,13 @@ def test_exec_starts_a_detached_zygote_then_becomes_the_program(
 PRELOAD_PROBE = """
 import sys
 from plugin.serve import server
+from plugin import libc
 from plugin.security import sandbox
 from plugin.secrets.vault import tls
 warmed = []
 server.preload(lambda: warmed.append(True))
 print(warmed == [True], sandbox.kernel_abi.cache_info().currsize,
-      sandbox._lib.cache_info().currsize, "encodings.ascii" in sys.modules,
+      libc.libc.cache_info().currsize, "encodings.ascii" in sys.modules,
       tls._default_trust_context.cache_info().currsize)
 """
 
