@@ -632,14 +632,19 @@ class Zygote:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(spare.pid, os.WNOHANG)
         spare.close()
-        if lived < SPARE_STABLE_SECONDS:
+        self.delay_next_spare(failed=lived < SPARE_STABLE_SECONDS)
+        _say(f"the spare supervisor {spare.pid} exited; the next one in {self.spare_delay:.1f} s")
+
+    def delay_next_spare(self, *, failed: bool) -> None:
+        """When the next spare may be forked: at once after a spare that lived, else after a
+        delay doubling from `SPARE_FIRST_DELAY_SECONDS` up to `SPARE_MAX_DELAY_SECONDS`."""
+        if failed:
             self.spare_delay = min(
                 max(2 * self.spare_delay, SPARE_FIRST_DELAY_SECONDS), SPARE_MAX_DELAY_SECONDS
             )
         else:
             self.spare_delay = 0.0
         self.spare_due = time.monotonic() + self.spare_delay
-        _say(f"the spare supervisor {spare.pid} exited; the next one in {self.spare_delay:.1f} s")
 
     def replenish(self) -> None:
         """Fork the next spare, unless one waits or a crashed one's delay is not over."""
@@ -668,10 +673,7 @@ class Zygote:
         except OSError as exc:
             ours.close()
             theirs.close()
-            self.spare_delay = min(
-                max(2 * self.spare_delay, SPARE_FIRST_DELAY_SECONDS), SPARE_MAX_DELAY_SECONDS
-            )
-            self.spare_due = time.monotonic() + self.spare_delay
+            self.delay_next_spare(failed=True)
             _say(f"could not fork a spare supervisor ({exc.strerror or exc})")
             return
         finally:
